@@ -1,0 +1,211 @@
+"""The encoder contract: what every encoder plugin promises the engine.
+
+An encoder maps items of one modality ("text" or "image") to float32 rows of width ``dim``, L2
+normalised, in one embedding space identified by ``fingerprint``. The engine owns batching,
+progress and storage; a plugin owns one model. Plugins subclass :class:`EncoderBase`, which
+validates items, checks the modality and normalises once for all of them, leaving a single
+abstract method, :meth:`EncoderBase._encode_batch`.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from engine.errors import BadInput
+
+TEXT = "text"
+IMAGE = "image"
+MODALITIES = (TEXT, IMAGE)
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What the engine needs from an encoder. :class:`EncoderBase` implements it."""
+
+    name: str
+    modalities: frozenset[str]
+    dim: int
+    batch_size: int
+
+    @property
+    def fingerprint(self) -> dict[str, Any]: ...
+
+    @property
+    def options(self) -> dict[str, Any]: ...
+
+    def encode(self, items: Sequence[Any], modality: str) -> np.ndarray: ...
+
+
+class EncoderBase(ABC):
+    """Shared behaviour of every encoder plugin.
+
+    Subclasses set ``name`` and ``modalities``, set ``self.dim`` in ``__init__`` (without loading
+    the model: construction must stay cheap because opening a collection builds its encoder to
+    check the fingerprint), implement :meth:`_fingerprint_fields` and :meth:`_encode_batch`, and
+    load their model lazily on the first encode.
+    """
+
+    name: ClassVar[str] = ""
+    modalities: ClassVar[frozenset[str]] = frozenset()
+    #: Items per model call the engine should use unless the user says otherwise.
+    batch_size: int = 64
+    dim: int
+
+    def __init__(self, **options: Any) -> None:
+        self._options = dict(options)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options this encoder was built with, as stored in a collection's manifest."""
+        return dict(self._options)
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """Identifies the embedding space: equal fingerprints mean comparable vectors."""
+        fields = {"encoder": self.name, "dim": int(self.dim)}
+        fields.update(self._fingerprint_fields())
+        # Round-trip through JSON so the value compares equal to what a manifest stores.
+        return json.loads(json.dumps(fields, sort_keys=True))
+
+    @abstractmethod
+    def _fingerprint_fields(self) -> dict[str, Any]:
+        """Model id and version, weight source and hash, preprocessing: what defines the space."""
+
+    @abstractmethod
+    def _encode_batch(self, items: list[Any], modality: str) -> np.ndarray:
+        """Encode already validated items of one modality into a ``[n, dim]`` array.
+
+        Text items are ``str``. Image items are ``uint8`` arrays ``[height, width, 3]`` (RGB) of
+        any size; resizing and value scaling are the plugin's preprocessing.
+        """
+
+    def encode(self, items: Sequence[Any], modality: str) -> np.ndarray:
+        """Encode ``items`` into float32 ``[n, dim]`` with L2-normalised rows."""
+        check_modality(self, modality)
+        if modality == TEXT:
+            prepared: list[Any] = validate_texts(items)
+        else:
+            prepared = validate_images(items)
+        if not prepared:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = np.asarray(self._encode_batch(prepared, modality), dtype=np.float32)
+        if vectors.shape != (len(prepared), self.dim):
+            raise RuntimeError(
+                f"encoder {self.name!r} returned shape {vectors.shape}, "
+                f"expected ({len(prepared)}, {self.dim})"
+            )
+        return l2_normalise(vectors)
+
+
+def check_modality(encoder: Encoder, modality: str) -> None:
+    if modality not in encoder.modalities:
+        takes = ", ".join(sorted(encoder.modalities)) or "precomputed vectors only"
+        raise BadInput(
+            f"encoder {encoder.name!r} does not encode {modality} (it takes: {takes})"
+        )
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; all-zero rows stay zero instead of becoming NaN."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.maximum(norms, 1e-12, out=norms)
+    return vectors / norms
+
+
+def validate_texts(items: Sequence[Any]) -> list[str]:
+    """Texts as ``str``; UTF-8 bytes are decoded, anything else is a :class:`BadInput`."""
+    if isinstance(items, (str, bytes)):
+        raise BadInput("texts must be a list of strings, not a single string")
+    texts: list[str] = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, (bytes, bytearray)):
+            try:
+                texts.append(bytes(item).decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise BadInput(f"text item {i}: bytes are not valid UTF-8 ({exc.reason})") from None
+        else:
+            raise BadInput(f"text item {i}: expected a string, got {type(item).__name__}")
+    return texts
+
+
+def validate_images(items: Sequence[Any]) -> list[np.ndarray]:
+    """Images as RGB ``uint8 [h, w, 3]`` arrays; paths and bytes are decoded first."""
+    from engine.images import as_rgb_array  # deferred: Pillow is only needed for images
+
+    return [as_rgb_array(item, label=f"image item {i}") for i, item in enumerate(items)]
+
+
+def validate_vectors(vectors: Any, dim: int, what: str = "vectors") -> np.ndarray:
+    """Caller-supplied vectors as contiguous float32 ``[n, dim]``, L2-normalised, finite."""
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise BadInput(f"{what}: not a numeric array ({exc})") from None
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise BadInput(f"{what}: expected shape [n, {dim}], got {list(array.shape)}")
+    bad = ~np.isfinite(array).all(axis=1)
+    if bad.any():
+        raise BadInput(f"{what}: row {int(np.flatnonzero(bad)[0])} has NaN or infinite values")
+    return l2_normalise(array)
+
+
+# ----------------------------------------------------------------------------------------------
+# Option parsing. The CLI hands options over as strings (`-o dim=512`), Python callers as typed
+# values; every plugin reads them through these helpers so both roads behave the same.
+
+
+def option_str(options: Mapping[str, Any], key: str, default: str | None = None) -> str | None:
+    value = options.get(key, default)
+    return None if value is None else str(value)
+
+
+def option_int(options: Mapping[str, Any], key: str, default: int | None = None) -> int | None:
+    value = options.get(key, default)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"option {key!r}: expected an integer, got {value!r}") from None
+
+
+def option_float(
+    options: Mapping[str, Any], key: str, default: float | None = None
+) -> float | None:
+    value = options.get(key, default)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"option {key!r}: expected a number, got {value!r}") from None
+
+
+def option_bool(options: Mapping[str, Any], key: str, default: bool = False) -> bool:
+    value = options.get(key, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise BadInput(f"option {key!r}: expected true or false, got {value!r}")
+
+
+def reject_unknown_options(options: Mapping[str, Any], known: set[str], owner: str) -> None:
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise BadInput(
+            f"{owner}: unknown option {unknown[0]!r} (known: {', '.join(sorted(known)) or 'none'})"
+        )

@@ -1,0 +1,1 @@
+"""Vector index backends: they know vectors and integer ids, nothing about models or metadata."""

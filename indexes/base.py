@@ -1,0 +1,101 @@
+"""The index contract: what every vector index kind promises the engine.
+
+An index holds L2-normalised float32 vectors under stable int64 ids and answers inner-product
+top-k queries, optionally restricted to a set of allowed ids. It does not own durability: the
+engine keeps the exact vectors and decides when to snapshot an index with :meth:`save`, so an
+index may be rebuilt, retrained or switched to another kind without re-running the encoder.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+
+class VectorLookup(Protocol):
+    """Exact vectors by id, for indexes that re-rank approximate candidates."""
+
+    def get(self, ids: np.ndarray) -> np.ndarray: ...
+
+
+class VectorIndex(ABC):
+    """Base class of index kinds. Construction is cheap; FAISS is imported lazily."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, dim: int, **params: Any) -> None:
+        self.dim = int(dim)
+        self._params = dict(params)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Parameters as stored in the manifest; passing them back rebuilds an equal index."""
+        return dict(self._params)
+
+    @abstractmethod
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors under ids that are not in the index yet."""
+
+    @abstractmethod
+    def remove(self, ids: np.ndarray) -> None:
+        """Remove ids; ids that are absent are ignored."""
+
+    @abstractmethod
+    def search(
+        self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product: ``(scores [nq, k], ids [nq, k])``, padded with -inf and -1.
+
+        With ``allowed_ids`` only those ids may be returned, and k of them are returned whenever
+        at least k of them are in the index.
+        """
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of live vectors."""
+
+    @abstractmethod
+    def save(self, path: Path) -> None:
+        """Write the index to exactly ``path`` (the engine makes the write atomic)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path, dim: int, **params: Any) -> VectorIndex:
+        """Read an index written by :meth:`save`."""
+
+    # Optional lifecycle hooks; defaults suit an exact index.
+
+    def attach_vectors(self, lookup: VectorLookup) -> None:  # noqa: B027 - optional hook
+        """Give the index access to the exact vectors (for re-ranking); default: unused."""
+
+    def needs_rebuild(self) -> str | None:
+        """A reason to rebuild from the exact vectors (drift, too many masked deletes), or None."""
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """Facts worth recording in the manifest after a commit (e.g. `auto`'s active kind)."""
+        return {}
+
+    def memory_bytes(self) -> int:
+        """Approximate resident size, for `info` and the `auto` kind's budget."""
+        return len(self) * self.dim * 4
+
+
+def empty_result(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((nq, k), -np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64)
+
+
+def as_ids(ids: Any) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
+
+
+def as_vectors(vectors: Any, dim: int) -> np.ndarray:
+    array = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise ValueError(f"expected vectors of shape [n, {dim}], got {list(array.shape)}")
+    return array

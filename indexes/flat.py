@@ -1,0 +1,78 @@
+"""`flat`: exact inner-product search, the reference every other kind is measured against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.encoders import reject_unknown_options
+from indexes.base import VectorIndex, as_ids, as_vectors, empty_result
+
+
+class FlatIndex(VectorIndex):
+    """IndexIDMap2 over IndexFlatIP: stable int64 ids, exact scores, real removal."""
+
+    kind = "flat"
+
+    def __init__(self, dim: int, **params: Any) -> None:
+        reject_unknown_options(params, set(), "index 'flat'")
+        super().__init__(dim)
+        import faiss
+
+        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = as_ids(ids)
+        if len(ids):
+            self._index.add_with_ids(as_vectors(vectors, self.dim), ids)
+
+    def remove(self, ids: np.ndarray) -> None:
+        import faiss
+
+        ids = as_ids(ids)
+        if len(ids) and self._index.ntotal:
+            self._index.remove_ids(faiss.IDSelectorBatch(ids))
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        queries = as_vectors(queries, self.dim)
+        if self._index.ntotal == 0 or k <= 0:
+            return empty_result(len(queries), max(k, 0))
+        params = None
+        if allowed_ids is not None:
+            allowed = as_ids(allowed_ids)
+            if len(allowed) == 0:
+                return empty_result(len(queries), k)
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+        scores, ids = self._index.search(queries, k, params=params)
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        import faiss
+
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    def save(self, path: Path) -> None:
+        import faiss
+
+        faiss.write_index(self._index, str(path))
+
+    @classmethod
+    def load(cls, path: Path, dim: int, **params: Any) -> FlatIndex:
+        import faiss
+
+        index = cls(dim, **params)
+        loaded = faiss.read_index(str(path))
+        if loaded.d != index.dim:
+            raise ValueError(f"index file {path} has dim {loaded.d}, expected {index.dim}")
+        index._index = loaded
+        return index
