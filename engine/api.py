@@ -1,0 +1,174 @@
+"""`Engine`: the home folder of collections, and the way in for Python callers.
+
+eng = Engine(home)
+col = eng.create("faq", encoder="use-multilingual", index="flat")
+col.add(texts=[...], ids=[...], metadata=[...])
+col.search("how do I reset my card pin?", k=5, where={"lang": "en"})
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from engine.collection import Collection
+from engine.encoders import Encoder
+from engine.errors import (
+    BadInput,
+    CollectionExists,
+    CollectionLocked,
+    CollectionNotFound,
+    PluginLoadError,
+)
+from engine.manifest import MANIFEST, Manifest, fsync_dir, read_manifest, write_manifest
+from engine.registry import Registry, default_registry
+from engine.store import Store
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+DEFAULT_INDEX = "flat"
+
+
+def default_home() -> Path:
+    env = os.environ.get("HUBSEARCH_HOME")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return Path(base) / "hubsearch"
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise BadInput(
+            f"collection name {name!r} is not allowed: use letters, digits, '_', '-' and '.', "
+            f"starting with a letter or digit, without '/' or '..'"
+        )
+    return name
+
+
+class Engine:
+    def __init__(
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        registry: Registry | None = None,
+        lock_timeout: float = 30.0,
+    ) -> None:
+        self.home = Path(home).expanduser() if home is not None else default_home()
+        self.registry = registry or default_registry()
+        self.lock_timeout = lock_timeout
+
+    def _folder(self, name: str) -> Path:
+        return self.home / check_name(name)
+
+    def build_encoder(self, name: str, options: dict[str, Any] | None = None) -> Encoder:
+        cls = self.registry.encoder_class(name)
+        try:
+            return cls(**dict(options or {}))
+        except (BadInput, PluginLoadError):
+            raise
+        except TypeError as exc:
+            raise BadInput(f"encoder {name!r}: {exc}") from None
+
+    def create(
+        self,
+        name: str,
+        encoder: str = "use-multilingual",
+        index: str = DEFAULT_INDEX,
+        options: dict[str, Any] | None = None,
+        index_options: dict[str, Any] | None = None,
+        store_url: str | None = None,
+    ) -> Collection:
+        """Create an empty collection; it appears on disk complete or not at all."""
+        folder = self._folder(name)
+        if (folder / MANIFEST).exists():
+            raise CollectionExists(f"collection {name!r} already exists in {self.home}")
+        enc = self.build_encoder(encoder, options)
+        index_cls = self.registry.index_class(index)
+        try:
+            idx = index_cls(enc.dim, **dict(index_options or {}))
+        except TypeError as exc:
+            raise BadInput(f"index {index!r}: {exc}") from None
+        self.home.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".creating", dir=self.home))
+        try:
+            (staging / "vectors").mkdir()
+            Store(store_url or f"sqlite:///{staging / 'store.sqlite'}").create_schema()
+            manifest = Manifest(
+                name=name,
+                encoder={"name": encoder, "options": enc.options, "fingerprint": enc.fingerprint},
+                index={"kind": index, "params": idx.params, "state": idx.state()},
+                store_url=store_url,
+            )
+            write_manifest(staging, manifest)
+            try:
+                os.rename(staging, folder)
+            except OSError:
+                raise CollectionExists(
+                    f"collection {name!r} already exists in {self.home}"
+                ) from None
+            fsync_dir(self.home)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return Collection(folder, enc, self.registry, self.lock_timeout)
+
+    def open(self, name: str, encoder_options: dict[str, Any] | None = None) -> Collection:
+        """Open a collection with the encoder it was built with (checked by fingerprint)."""
+        folder = self._folder(name)
+        if not (folder / MANIFEST).exists():
+            raise CollectionNotFound(f"no collection named {name!r} in {self.home}")
+        manifest = read_manifest(folder)
+        options = {**manifest.encoder.get("options", {}), **dict(encoder_options or {})}
+        enc = self.build_encoder(manifest.encoder["name"], options)
+        return Collection(folder, enc, self.registry, self.lock_timeout)
+
+    def open_with(self, name: str, encoder: Encoder) -> Collection:
+        """Open with a ready encoder instance; a different embedding space is refused."""
+        folder = self._folder(name)
+        if not (folder / MANIFEST).exists():
+            raise CollectionNotFound(f"no collection named {name!r} in {self.home}")
+        return Collection(folder, encoder, self.registry, self.lock_timeout)
+
+    def info(self, name: str) -> Manifest:
+        folder = self._folder(name)
+        if not (folder / MANIFEST).exists():
+            raise CollectionNotFound(f"no collection named {name!r} in {self.home}")
+        return read_manifest(folder)
+
+    def list(self) -> list[str]:
+        if not self.home.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.home.iterdir()
+            if not p.name.startswith(".") and (p / MANIFEST).exists()
+        )
+
+    def drop(self, name: str) -> None:
+        """Delete a collection; refused while another process is writing to it."""
+        from filelock import FileLock, Timeout
+
+        folder = self._folder(name)
+        if not (folder / MANIFEST).exists():
+            raise CollectionNotFound(f"no collection named {name!r} in {self.home}")
+        lock = FileLock(str(folder / "write.lock"), timeout=self.lock_timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise CollectionLocked(
+                f"collection {name!r} is being written; cannot drop it now"
+            ) from None
+        try:
+            trash = self.home / f".{name}.dropping"
+            shutil.rmtree(trash, ignore_errors=True)
+            os.rename(folder, trash)
+            fsync_dir(self.home)
+        finally:
+            lock.release()
+        shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,106 @@
+"""Validation of what callers hand to ``add``: ids, texts, metadata, all checked before any write.
+
+Nothing is stored until every item of a call has passed, so bad input never leaves half an add
+behind; each message names the item (by position and id) and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from engine.errors import BadInput
+
+MAX_ID_LENGTH = 512
+
+
+def check_ids(ids: Sequence[Any] | None, n: int, default: Sequence[str]) -> list[str]:
+    if ids is None:
+        ids = default
+    ids = list(ids)
+    if len(ids) != n:
+        raise BadInput(f"ids: got {len(ids)} ids for {n} items")
+    out: list[str] = []
+    first_seen: dict[str, int] = {}
+    for i, raw in enumerate(ids):
+        if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+            raise BadInput(f"item {i}: id must be a string or integer, got {type(raw).__name__}")
+        ext = str(raw)
+        if not ext.strip():
+            raise BadInput(f"item {i}: id is empty")
+        if len(ext) > MAX_ID_LENGTH:
+            raise BadInput(f"item {i}: id is longer than {MAX_ID_LENGTH} characters")
+        if ext in first_seen:
+            raise BadInput(
+                f"item {i}: duplicate id {ext!r} (also item {first_seen[ext]}) in one add"
+            )
+        first_seen[ext] = i
+        out.append(ext)
+    return out
+
+
+def check_texts(texts: Sequence[Any], ids: Sequence[str]) -> list[str]:
+    from engine.encoders import validate_texts
+
+    checked = validate_texts(texts)
+    for i, text in enumerate(checked):
+        if not text.strip():
+            raise BadInput(f"item {i} (id {ids[i]!r}): text is empty or whitespace only")
+    return checked
+
+
+def check_metadata(metadata: Sequence[Any] | None, n: int, ids: Sequence[str]) -> list[dict]:
+    if metadata is None:
+        return [{} for _ in range(n)]
+    metadata = list(metadata)
+    if len(metadata) != n:
+        raise BadInput(f"metadata: got {len(metadata)} entries for {n} items")
+    out = []
+    for i, entry in enumerate(metadata):
+        if entry is None:
+            entry = {}
+        if not isinstance(entry, dict):
+            raise BadInput(
+                f"item {i} (id {ids[i]!r}): metadata must be an object, got {type(entry).__name__}"
+            )
+        try:
+            json.dumps(entry, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"item {i} (id {ids[i]!r}): metadata is not JSON ({exc})") from None
+        for key in _keys(entry):
+            if not isinstance(key, str) or not key or key.startswith("$"):
+                raise BadInput(
+                    f"item {i} (id {ids[i]!r}): metadata key {key!r} must be a non-empty "
+                    f"string not starting with '$'"
+                )
+        out.append(dict(entry))
+    return out
+
+
+def _keys(entry: Any) -> list[Any]:
+    if isinstance(entry, dict):
+        keys = list(entry)
+        for value in entry.values():
+            keys.extend(_keys(value))
+        return keys
+    if isinstance(entry, list):
+        return [k for v in entry for k in _keys(v)]
+    return []
+
+
+def content_hash(modality: str, content: str, metadata: dict, vector: bytes = b"") -> str:
+    """Identifies an item's stored state, so re-adding an unchanged item costs nothing."""
+    digest = hashlib.sha256()
+    digest.update(modality.encode())
+    digest.update(b"\0")
+    digest.update(content.encode("utf-8", "surrogatepass"))
+    digest.update(b"\0")
+    digest.update(json.dumps(metadata, sort_keys=True, ensure_ascii=False).encode())
+    digest.update(vector)
+    return digest.hexdigest()
+
+
+def default_text_id(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]

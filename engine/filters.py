@@ -1,0 +1,176 @@
+"""The `where` filter language, compiled to parameterised SQL over the metadata table.
+
+    {"lang": "de", "year": {"$gte": 2020}, "tag": {"$in": ["billing", "card"]},
+     "$or": [{"tier": "gold"}, {"vip": true}]}
+
+Keys at one level are ANDed. A bare value means ``$eq``. A list-valued metadata field matches when
+any element matches. ``$ne``/``$nin`` also match documents without the field, like MongoDB.
+Every field name and value travels as a bound parameter, so nothing a user writes becomes SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, and_, false, not_, or_, select, true
+
+from engine.errors import BadInput
+
+COMPARISONS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"}
+LOGICAL = {"$and", "$or"}
+
+Scalar = str | int | float | bool | None
+
+
+def parse_where(where: Any) -> dict[str, Any] | None:
+    """Accept a dict, a JSON string or None; anything else is a BadInput."""
+    if where is None or where == {}:
+        return None
+    if isinstance(where, str):
+        try:
+            where = json.loads(where)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"where: not valid JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(where, dict):
+        raise BadInput(f"where: expected a JSON object, got {type(where).__name__}")
+    return where or None
+
+
+def referenced_fields(where: dict[str, Any]) -> set[str]:
+    fields: set[str] = set()
+    for key, value in where.items():
+        if key in LOGICAL:
+            for sub in _sub_filters(key, value):
+                fields |= referenced_fields(sub)
+        elif not key.startswith("$"):
+            fields.add(key)
+    return fields
+
+
+def compile_where(
+    where: dict[str, Any], doc_id: ColumnElement[Any], meta: Table
+) -> ColumnElement[bool]:
+    """A boolean SQL expression over ``doc_id`` that is true for documents matching ``where``."""
+    clauses = []
+    for key, value in where.items():
+        if key in LOGICAL:
+            subs = [compile_where(s, doc_id, meta) for s in _sub_filters(key, value)]
+            clauses.append(and_(*subs) if key == "$and" else or_(*subs))
+        elif key.startswith("$"):
+            raise BadInput(f"where: unknown operator {key!r} (use $and, $or or a field name)")
+        else:
+            clauses.append(_field_clause(key, value, doc_id, meta))
+    return and_(true(), *clauses)
+
+
+def _sub_filters(op: str, value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        raise BadInput(f"where: {op} takes a non-empty list of filter objects")
+    return value
+
+
+def _field_clause(
+    field: str, cond: Any, doc_id: ColumnElement[Any], meta: Table
+) -> ColumnElement[bool]:
+    if not isinstance(cond, dict):
+        cond = {"$eq": cond}
+    if not cond:
+        raise BadInput(f"where: field {field!r} has an empty condition")
+    parts = []
+    for op, value in cond.items():
+        if op not in COMPARISONS:
+            raise BadInput(
+                f"where: unknown operator {op!r} on field {field!r} "
+                f"(known: {', '.join(sorted(COMPARISONS | LOGICAL))})"
+            )
+        parts.append(_comparison(field, op, value, doc_id, meta))
+    return and_(*parts)
+
+
+def _comparison(
+    field: str, op: str, value: Any, doc_id: ColumnElement[Any], meta: Table
+) -> ColumnElement[bool]:
+    def having(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+        return doc_id.in_(select(meta.c.doc_id).where(meta.c.key == field, condition))
+
+    if op == "$exists":
+        if not isinstance(value, bool):
+            raise BadInput(f"where: $exists on {field!r} takes true or false")
+        has_field = doc_id.in_(select(meta.c.doc_id).where(meta.c.key == field))
+        return has_field if value else not_(has_field)
+    if op in {"$in", "$nin"}:
+        if not isinstance(value, list):
+            raise BadInput(f"where: {op} on {field!r} takes a list of values")
+        for v in value:
+            _check_scalar(field, op, v)
+        matches = having(_any_of(value, meta)) if value else false()
+        return matches if op == "$in" else not_(matches)
+    _check_scalar(field, op, value)
+    if op in {"$eq", "$ne"}:
+        matches = having(_equals(value, meta))
+        return matches if op == "$eq" else not_(matches)
+    if value is None or isinstance(value, bool):
+        raise BadInput(f"where: {op} on {field!r} needs a number or a string, got {value!r}")
+    column = meta.c.num if isinstance(value, (int, float)) else meta.c.text
+    compare: dict[str, Callable[[Any], ColumnElement[bool]]] = {
+        "$gt": column.__gt__,
+        "$gte": column.__ge__,
+        "$lt": column.__lt__,
+        "$lte": column.__le__,
+    }
+    return having(compare[op](value))
+
+
+def _equals(value: Scalar, meta: Table) -> ColumnElement[bool]:
+    if value is None:
+        return and_(meta.c.num.is_(None), meta.c.text.is_(None))
+    if isinstance(value, (bool, int, float)):
+        return meta.c.num == float(value)
+    return meta.c.text == value
+
+
+def _any_of(values: Iterable[Scalar], meta: Table) -> ColumnElement[bool]:
+    values = list(values)
+    nums = [float(v) for v in values if isinstance(v, (bool, int, float))]
+    texts = [v for v in values if isinstance(v, str)]
+    parts = []
+    if nums:
+        parts.append(meta.c.num.in_(nums))
+    if texts:
+        parts.append(meta.c.text.in_(texts))
+    if any(v is None for v in values):
+        parts.append(_equals(None, meta))
+    return or_(*parts)
+
+
+def _check_scalar(field: str, op: str, value: Any) -> None:
+    if not (value is None or isinstance(value, (str, int, float, bool))):
+        raise BadInput(
+            f"where: {op} on {field!r} takes a string, number, boolean or null, "
+            f"got {type(value).__name__}"
+        )
+
+
+def flatten_metadata(metadata: dict[str, Any]) -> list[tuple[str, float | None, str | None]]:
+    """(key, number, text) rows for the metadata table: nested keys dotted, lists expanded."""
+    rows: list[tuple[str, float | None, str | None]] = []
+
+    def visit(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                visit(f"{key}.{sub}", v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                visit(key, v)
+        elif isinstance(value, (bool, int, float)):
+            rows.append((key, float(value), None))
+        elif value is None:
+            rows.append((key, None, None))
+        else:
+            rows.append((key, None, str(value)))
+
+    for key, value in metadata.items():
+        visit(str(key), value)
+    return rows

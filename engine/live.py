@@ -1,0 +1,149 @@
+"""A process's view of the committed state of a collection, kept current cheaply.
+
+Both readers and the writer search through a :class:`LiveView`. On each refresh it compares the
+manifest's inode and mtime with what it loaded; when a new generation is committed it replays
+only the rows that changed since (from the store and the exact vectors) instead of reloading the
+whole index, and reloads from the newest snapshot only when it has fallen behind one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import CorruptCollection
+from engine.manifest import Manifest, manifest_stamp, read_manifest
+from engine.registry import Registry
+from engine.store import Store
+from engine.vectors import VectorFile
+from indexes.base import VectorIndex
+
+RETRIES = 5
+
+
+def snapshot_path(folder: Path, generation: int) -> Path:
+    return folder / f"index-{generation}.faiss"
+
+
+class LiveView:
+    def __init__(self, folder: Path, store: Store, registry: Registry) -> None:
+        self.folder = folder
+        self.store = store
+        self.registry = registry
+        self.manifest: Manifest = read_manifest(folder)
+        self._stamp = manifest_stamp(folder)
+        self.vectors = VectorFile(folder / "vectors", self.manifest.dim, self.manifest.vectors)
+        self.index: VectorIndex | None = None
+        self._index_gen = -1
+        self._index_base: tuple[Any, ...] | None = None  # (kind, params, snapshot gen, epoch)
+
+    def refresh(self) -> Manifest:
+        """Make manifest, vectors and (if loaded) index match the newest committed generation."""
+        for attempt in range(RETRIES):
+            try:
+                self._refresh_once()
+                return self.manifest
+            except (FileNotFoundError, CorruptCollection):
+                # A writer replaced a file between our reading the manifest and the file:
+                # read the manifest again. Persisting trouble is real corruption.
+                if attempt == RETRIES - 1:
+                    raise
+                self._stamp = None
+        return self.manifest
+
+    def _refresh_once(self) -> None:
+        stamp = manifest_stamp(self.folder)
+        if stamp is None:
+            raise CorruptCollection(f"{self.folder / 'manifest.json'} is missing")
+        if stamp != self._stamp:
+            manifest = read_manifest(self.folder)
+            if manifest.vectors != self.vectors.files:
+                self.vectors = VectorFile(self.folder / "vectors", manifest.dim, manifest.vectors)
+            self.manifest = manifest
+            self._stamp = stamp
+        if self.index is not None:
+            self._sync_index()
+
+    def load_index(self) -> VectorIndex:
+        if self.index is None:
+            self.refresh()
+            self._sync_index()
+        assert self.index is not None
+        return self.index
+
+    def _sync_index(self) -> None:
+        m = self.manifest
+        base = (
+            m.index["kind"],
+            repr(m.index.get("params", {})),
+            m.snapshot_generation,
+            m.vectors.epoch,
+        )
+        behind_snapshot = m.snapshot_generation is not None and self._index_gen < (
+            m.snapshot_generation
+        )
+        if self.index is None or base != self._index_base or behind_snapshot:
+            self.index = self._load_snapshot(m)
+            self._index_gen = m.snapshot_generation or 0
+            self._index_base = base
+        if self._index_gen != m.generation:
+            self.apply_delta(self._index_gen, m.generation)
+            self._index_gen = m.generation
+
+    def _load_snapshot(self, m: Manifest) -> VectorIndex:
+        cls = self.registry.index_class(m.index["kind"])
+        params = m.index.get("params", {})
+        if m.snapshot_generation is None:
+            index = cls(m.dim, **params)
+        else:
+            path = snapshot_path(self.folder, m.snapshot_generation)
+            if not path.exists():
+                raise CorruptCollection(
+                    f"index snapshot {path.name} named by the manifest is missing"
+                )
+            try:
+                index = cls.load(path, m.dim, **params)
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise CorruptCollection(
+                    f"index snapshot {path.name} is unreadable: {exc}"
+                ) from None
+        index.attach_vectors(self.vectors)
+        return index
+
+    def apply_delta(self, since: int, upto: int) -> None:
+        assert self.index is not None
+        added, removed = self.store.delta(since, upto)
+        if len(removed):
+            self.index.remove(removed)
+        for start in range(0, len(added), 65536):
+            chunk = added[start : start + 65536]
+            self.index.add(chunk, self.vectors.get(chunk))
+
+    def adopt(self, manifest: Manifest, index: VectorIndex) -> None:
+        """The writer's own commit: take its manifest and in-memory index without reloading."""
+        self.manifest = manifest
+        self._stamp = manifest_stamp(self.folder)
+        if manifest.vectors != self.vectors.files:
+            self.vectors = VectorFile(self.folder / "vectors", manifest.dim, manifest.vectors)
+        index.attach_vectors(self.vectors)
+        self.index = index
+        self._index_gen = manifest.generation
+        self._index_base = (
+            manifest.index["kind"],
+            repr(manifest.index.get("params", {})),
+            manifest.snapshot_generation,
+            manifest.vectors.epoch,
+        )
+
+
+def exact_top_k(
+    vectors: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k over a small candidate set (selective filters)."""
+    scores = vectors @ query
+    k = min(k, len(ids))
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
+    order = top[np.argsort(-scores[top], kind="stable")]
+    return scores[order], ids[order]

@@ -1,0 +1,124 @@
+"""The manifest: the single commit point of a collection.
+
+A collection's files (store rows, exact vectors, index snapshots) are written first and become
+visible only when a new manifest naming them replaces the old one with an atomic rename. Readers
+trust nothing beyond the generation the manifest names, and a writer that finds anything newer
+on disk rolls it back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from engine.errors import CorruptCollection
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class VectorFiles:
+    """Where the exact vectors live: an optional sorted base (after compaction) plus a tail."""
+
+    epoch: int = 0
+    base_rows: int = 0
+    tail_start: int = 0
+    tail_rows: int = 0
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    encoder: dict[str, Any]  # {"name", "options", "fingerprint"}
+    index: dict[str, Any]  # {"kind", "params", "state"}
+    store_url: str | None = None
+    generation: int = 0
+    snapshot_generation: int | None = None  # the index file index-<g>.faiss, if any
+    vectors: VectorFiles = field(default_factory=VectorFiles)
+    next_id: int = 0
+    count: int = 0
+    changes_since_snapshot: int = 0
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    history: tuple[dict[str, Any], ...] = ()
+    format: int = FORMAT_VERSION
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder["fingerprint"]["dim"])
+
+    def evolve(self, **changes: Any) -> Manifest:
+        return replace(self, updated=time.time(), **changes)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["history"] = list(self.history)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = MANIFEST) -> Manifest:
+        try:
+            data = json.loads(text)
+            if data.get("format") != FORMAT_VERSION:
+                raise CorruptCollection(
+                    f"{where}: format {data.get('format')!r} is not supported "
+                    f"(this hubsearch reads format {FORMAT_VERSION})"
+                )
+            data["vectors"] = VectorFiles(**data["vectors"])
+            data["history"] = tuple(data.get("history", ()))
+            return cls(**data)
+        except CorruptCollection:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CorruptCollection(f"{where} is unreadable: {exc}") from None
+
+
+def read_manifest(folder: Path) -> Manifest:
+    path = folder / MANIFEST
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CorruptCollection(f"{path} is missing") from None
+    return Manifest.from_json(text, str(path))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write-temp, fsync, rename, fsync the folder: the file is either old or new, never torn."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    write_atomic(folder / MANIFEST, manifest.to_json().encode("utf-8"))
+
+
+def manifest_stamp(folder: Path) -> tuple[int, int, int] | None:
+    """A cheap change detector: the rename gives every new manifest a new inode."""
+    try:
+        st = os.stat(folder / MANIFEST)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

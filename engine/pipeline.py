@@ -1,0 +1,104 @@
+"""Batched encoding for ``add``: the engine, not the plugin, batches and reports progress.
+
+Images are decoded in a thread pool ahead of the model (``engine.images.iter_images``), so the
+encoder never waits on disk or JPEG decoding; an image that cannot be read is reported by path
+and skipped rather than failing the whole add.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from engine.encoders import IMAGE, Encoder
+
+
+def encode_items(
+    encoder: Encoder,
+    items: Sequence[Any],
+    batch_size: int | None,
+    progress: bool,
+    offset: int = 0,
+    total: int | None = None,
+) -> tuple[list[int], np.ndarray, list[tuple[str, str]]]:
+    """Vectors for ``items`` (objects with ``modality``, ``source``, ``content``, ``vector``).
+
+    Returns the positions that were encoded, their vectors in that order, and
+    ``(item, reason)`` for the ones skipped.
+    """
+    batch = max(1, int(batch_size or getattr(encoder, "batch_size", 64)))
+    dim = encoder.dim
+    kept: list[int] = []
+    parts: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    bar = _progress(progress, total or len(items), offset)
+    try:
+        for positions, sources, modality in _batches(items, batch, skipped):
+            if modality is None:  # caller-supplied vectors
+                vectors = np.stack([items[p].vector for p in positions]).astype(np.float32)
+            else:
+                vectors = encoder.encode(sources, modality)
+            kept.extend(positions)
+            parts.append(vectors)
+            if bar is not None:
+                bar.update(len(positions))
+    finally:
+        if bar is not None:
+            bar.close()
+    vectors = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+    return kept, vectors, skipped
+
+
+def _batches(
+    items: Sequence[Any], batch: int, skipped: list[tuple[str, str]]
+) -> Iterator[tuple[list[int], list[Any], str | None]]:
+    with_vectors = [i for i, it in enumerate(items) if it.vector is not None]
+    for start in range(0, len(with_vectors), batch):
+        yield with_vectors[start : start + batch], [], None
+    to_encode = [i for i, it in enumerate(items) if it.vector is None]
+    images = [i for i in to_encode if items[i].modality == IMAGE]
+    texts = [i for i in to_encode if items[i].modality != IMAGE]
+    for start in range(0, len(texts), batch):
+        chunk = texts[start : start + batch]
+        yield chunk, [items[i].source for i in chunk], items[chunk[0]].modality
+    if images:
+        yield from _image_batches(items, images, batch, skipped)
+
+
+def _image_batches(
+    items: Sequence[Any], positions: list[int], batch: int, skipped: list[tuple[str, str]]
+) -> Iterator[tuple[list[int], list[Any], str]]:
+    from engine.images import iter_images
+
+    paths = [items[i].content for i in positions]
+    pending_pos: list[int] = []
+    pending: list[np.ndarray] = []
+    for pos, (path, array, error) in zip(positions, iter_images(paths), strict=True):
+        if array is None:
+            skipped.append((str(path), error or "unreadable"))
+            continue
+        pending_pos.append(pos)
+        pending.append(array)
+        if len(pending) == batch:
+            yield pending_pos, pending, IMAGE
+            pending_pos, pending = [], []
+    if pending:
+        yield pending_pos, pending, IMAGE
+
+
+def _progress(enabled: bool, total: int, initial: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="doc",
+        unit_scale=True,
+        dynamic_ncols=True,
+        desc="encoding",
+        leave=False,
+    )

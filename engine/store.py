@@ -1,0 +1,305 @@
+"""The metadata store: documents, their metadata and their visibility, through SQLAlchemy.
+
+Rows are versioned by generation rather than updated in place: an add inserts rows with
+``gen_added = G+1`` and marks replaced rows ``gen_deleted = G+1``. Until the manifest names G+1
+nobody sees either change, so the SQL commit and the manifest rename never need to be one atomic
+step, and a reader on generation G keeps a consistent view while a writer works on G+1.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from engine.errors import BadInput
+from engine.filters import compile_where, flatten_metadata, referenced_fields
+
+schema = MetaData()
+
+documents = Table(
+    "documents",
+    schema,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("external_id", String, nullable=False),
+    Column("modality", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("gen_added", Integer, nullable=False),
+    Column("gen_deleted", Integer, nullable=True),
+    Column("created", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Index(
+        "documents_live_external_id",
+        "external_id",
+        unique=True,
+        sqlite_where=Column("gen_deleted").is_(None),
+        postgresql_where=Column("gen_deleted").is_(None),
+    ),
+    Index("documents_gen_added", "gen_added"),
+    Index("documents_gen_deleted", "gen_deleted"),
+)
+
+meta = Table(
+    "meta",
+    schema,
+    Column("doc_id", BigInteger, nullable=False),
+    Column("key", String, nullable=False),
+    Column("num", Float, nullable=True),
+    Column("text", String, nullable=True),
+    Index("meta_key_text", "key", "text", "doc_id"),
+    Index("meta_key_num", "key", "num", "doc_id"),
+    Index("meta_doc", "doc_id"),
+)
+
+fields = Table("fields", schema, Column("key", String, primary_key=True))
+
+
+@dataclass(frozen=True)
+class Document:
+    """A stored document as callers see it (the internal id is the vector id)."""
+
+    id: str
+    content: str
+    metadata: dict[str, Any]
+    modality: str
+    internal_id: int
+
+
+@dataclass(frozen=True)
+class NewRow:
+    internal_id: int
+    external_id: str
+    modality: str
+    content: str
+    metadata: dict[str, Any]
+    content_hash: str
+
+
+def visible(gen: int) -> Any:
+    d = documents.c
+    return and_(d.gen_added <= gen, or_(d.gen_deleted.is_(None), d.gen_deleted > gen))
+
+
+def connect(url: str) -> Engine:
+    """An engine with SQLite tuned for one writer and many readers (WAL, full fsync)."""
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA cache_size=-65536")
+            cur.close()
+
+    return engine
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = connect(url)
+
+    def create_schema(self) -> None:
+        schema.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- reading (any process, at a committed generation) --------------------------------------
+
+    def count(self, gen: int) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(visible(gen))).scalar_one())
+
+    def fetch(self, ids: Sequence[int], gen: int) -> dict[int, Document]:
+        if not len(ids):
+            return {}
+        d = documents.c
+        query = select(d.id, d.external_id, d.content, d.metadata, d.modality).where(
+            d.id.in_([int(i) for i in ids]), visible(gen)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {r[0]: Document(r[1], r[2], json.loads(r[3]), r[4], r[0]) for r in rows}
+
+    def get(self, external_ids: Sequence[str], gen: int) -> dict[str, Document]:
+        d = documents.c
+        found: dict[str, Document] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(external_ids), 500):
+                query = select(d.id, d.external_id, d.content, d.metadata, d.modality).where(
+                    d.external_id.in_(chunk), visible(gen)
+                )
+                for r in conn.execute(query):
+                    found[r[1]] = Document(r[1], r[2], json.loads(r[3]), r[4], r[0])
+        return found
+
+    def known_fields(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(fields.c.key)).scalars())
+
+    def check_fields(self, where: dict[str, Any]) -> None:
+        missing = sorted(referenced_fields(where) - self.known_fields())
+        if missing:
+            raise BadInput(
+                f"where: no document has the field {missing[0]!r}; "
+                f"known fields: {', '.join(sorted(self.known_fields())) or 'none'}"
+            )
+
+    def matching_ids(
+        self,
+        where: dict[str, Any],
+        gen: int,
+        limit: int | None = None,
+        among: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Ids of visible documents matching ``where`` (optionally only among candidates)."""
+        d = documents.c
+        query = select(d.id).where(visible(gen), compile_where(where, d.id, meta))
+        if among is not None:
+            query = query.where(d.id.in_([int(i) for i in among]))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return np.fromiter(conn.execute(query).scalars(), dtype=np.int64)
+
+    def live_ids(self, gen: int) -> np.ndarray:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(documents.c.id).where(visible(gen)).order_by("id"))
+            return np.fromiter(rows.scalars(), dtype=np.int64)
+
+    def delta(self, since: int, upto: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ids that became visible and ids that stopped being visible between two generations."""
+        d = documents.c
+        added = select(d.id).where(d.gen_added > since, d.gen_added <= upto, visible(upto))
+        removed = select(d.id).where(
+            d.gen_deleted > since, d.gen_deleted <= upto, d.gen_added <= since
+        )
+        with self.engine.connect() as conn:
+            a = np.fromiter(conn.execute(added).scalars(), dtype=np.int64)
+            r = np.fromiter(conn.execute(removed).scalars(), dtype=np.int64)
+        return a, r
+
+    # -- writing (only under the collection's write lock) --------------------------------------
+
+    def live_hashes(self, external_ids: Sequence[str], gen: int) -> dict[str, tuple[int, str]]:
+        d = documents.c
+        out: dict[str, tuple[int, str]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(external_ids), 500):
+                query = select(d.external_id, d.id, d.content_hash).where(
+                    d.external_id.in_(chunk), d.gen_deleted.is_(None), d.gen_added <= gen
+                )
+                for ext, iid, h in conn.execute(query):
+                    out[ext] = (iid, h)
+        return out
+
+    def write(self, new_gen: int, rows: Sequence[NewRow], retire: Iterable[int]) -> None:
+        """One transaction: retire old rows and insert new ones, both at ``new_gen``."""
+        now = time.time()
+        retire = [int(i) for i in retire]
+        docs = [
+            {
+                "id": r.internal_id,
+                "external_id": r.external_id,
+                "modality": r.modality,
+                "content": r.content,
+                "metadata": json.dumps(r.metadata, ensure_ascii=False),
+                "content_hash": r.content_hash,
+                "gen_added": new_gen,
+                "gen_deleted": None,
+                "created": now,
+                "updated": now,
+            }
+            for r in rows
+        ]
+        meta_rows = [
+            {"doc_id": r.internal_id, "key": k, "num": n, "text": t}
+            for r in rows
+            for k, n, t in flatten_metadata(r.metadata)
+        ]
+        keys = sorted({m["key"] for m in meta_rows})
+        with self.engine.begin() as conn:
+            for chunk in _chunks(retire, 500):
+                conn.execute(
+                    update(documents).where(documents.c.id.in_(chunk)).values(gen_deleted=new_gen)
+                )
+            if docs:
+                conn.execute(insert(documents), docs)
+            if meta_rows:
+                conn.execute(insert(meta), meta_rows)
+            if keys:
+                conn.execute(_insert_ignore(conn.dialect.name), [{"key": k} for k in keys])
+
+    def rollback_after(self, gen: int) -> int:
+        """Undo everything a writer did beyond the committed generation; returns rows undone."""
+        d = documents.c
+        with self.engine.begin() as conn:
+            doomed = select(d.id).where(d.gen_added > gen)
+            conn.execute(delete(meta).where(meta.c.doc_id.in_(doomed)))
+            removed = conn.execute(delete(documents).where(d.gen_added > gen)).rowcount
+            revived = conn.execute(
+                update(documents).where(d.gen_deleted > gen).values(gen_deleted=None)
+            ).rowcount
+        return int(removed or 0) + int(revived or 0)
+
+    def max_generation(self) -> int:
+        d = documents.c
+        with self.engine.connect() as conn:
+            a = conn.execute(select(func.max(d.gen_added))).scalar()
+            b = conn.execute(select(func.max(d.gen_deleted))).scalar()
+        return max(a or 0, b or 0)
+
+    def purge_dead(self, upto_gen: int) -> int:
+        """Physically drop rows retired at or before ``upto_gen`` (no snapshot needs them)."""
+        d = documents.c
+        with self.engine.begin() as conn:
+            dead = select(d.id).where(d.gen_deleted <= upto_gen)
+            conn.execute(delete(meta).where(meta.c.doc_id.in_(dead)))
+            return int(conn.execute(delete(documents).where(d.gen_deleted <= upto_gen)).rowcount)
+
+
+def _insert_ignore(dialect: str) -> Any:
+    if dialect == "sqlite":
+        return sqlite_insert(fields).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(fields).on_conflict_do_nothing()
+    return insert(fields).prefix_with("IGNORE")
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,165 @@
+"""The exact vectors of a collection, kept once so no index change ever re-runs the encoder.
+
+Layout under ``vectors/``: an append-only tail ``tail-<epoch>.f32`` whose row r holds id
+``tail_start + r`` (ids are handed out in increasing order, so appends need no id column), and,
+after a compaction, an immutable base ``base-<epoch>.ids.npy`` / ``base-<epoch>.f32.npy`` holding
+the surviving vectors under their sorted ids. Ids never change, so indexes, store rows and
+readers still on an older epoch stay valid across a compaction.
+
+Rows past the manifest's ``tail_rows`` belong to an add that never committed; the writer
+truncates them away, readers never look at them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import CorruptCollection
+from engine.manifest import VectorFiles, fsync_dir
+
+
+class VectorFile:
+    """Read access to one committed state of the exact vectors (what a manifest names)."""
+
+    def __init__(self, folder: Path, dim: int, files: VectorFiles) -> None:
+        self.folder = folder
+        self.dim = dim
+        self.files = files
+        self._base_ids = np.zeros(0, dtype=np.int64)
+        self._base = np.zeros((0, dim), dtype=np.float32)
+        if files.base_rows:
+            try:
+                self._base_ids = np.load(self.base_ids_path(files.epoch), mmap_mode="r")
+                self._base = np.load(self.base_path(files.epoch), mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                raise CorruptCollection(
+                    f"exact vectors base of epoch {files.epoch}: {exc}"
+                ) from None
+            if len(self._base_ids) != files.base_rows or self._base.shape != (files.base_rows, dim):
+                raise CorruptCollection(
+                    f"exact vectors base of epoch {files.epoch} has the wrong shape"
+                )
+        self._tail = self._map_tail()
+
+    def tail_path(self, epoch: int) -> Path:
+        return self.folder / f"tail-{epoch}.f32"
+
+    def base_path(self, epoch: int) -> Path:
+        return self.folder / f"base-{epoch}.f32.npy"
+
+    def base_ids_path(self, epoch: int) -> Path:
+        return self.folder / f"base-{epoch}.ids.npy"
+
+    def _map_tail(self) -> np.ndarray:
+        rows = self.files.tail_rows
+        if rows == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        path = self.tail_path(self.files.epoch)
+        need = rows * self.dim * 4
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise CorruptCollection(f"exact vectors file {path.name} is missing") from None
+        if size < need:
+            raise CorruptCollection(
+                f"exact vectors file {path.name} holds {size // (self.dim * 4)} rows, "
+                f"the manifest commits {rows}"
+            )
+        return np.memmap(path, dtype=np.float32, mode="r", shape=(rows, self.dim))
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        """Vectors of the given ids, in order. Unknown ids are a corruption, not a miss."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        in_tail = ids >= self.files.tail_start
+        rows = ids[in_tail] - self.files.tail_start
+        if len(rows) and (rows.max() >= self.files.tail_rows):
+            raise CorruptCollection(f"vector for id {int(ids[in_tail].max())} is not stored")
+        out[in_tail] = self._tail[rows]
+        if (~in_tail).any():
+            wanted = ids[~in_tail]
+            pos = np.searchsorted(self._base_ids, wanted)
+            pos_ok = np.minimum(pos, max(len(self._base_ids) - 1, 0))
+            if len(self._base_ids) == 0 or (self._base_ids[pos_ok] != wanted).any():
+                raise CorruptCollection("a vector referenced by the store is missing from the base")
+            out[~in_tail] = self._base[pos]
+        return out
+
+    def iter_all(self, chunk: int = 65536):
+        """(ids, vectors) chunks of every stored row, dead ones included; callers filter."""
+        for start in range(0, len(self._base_ids), chunk):
+            yield (
+                np.asarray(self._base_ids[start : start + chunk]),
+                np.asarray(self._base[start : start + chunk]),
+            )
+        for start in range(0, self.files.tail_rows, chunk):
+            stop = min(start + chunk, self.files.tail_rows)
+            ids = np.arange(self.files.tail_start + start, self.files.tail_start + stop)
+            yield ids, np.asarray(self._tail[start:stop])
+
+
+class VectorWriter:
+    """Append and compact; used only under the collection's write lock."""
+
+    def __init__(self, folder: Path, dim: int) -> None:
+        self.folder = folder
+        self.dim = dim
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def truncate_uncommitted(self, files: VectorFiles) -> None:
+        """Drop tail rows beyond what the manifest commits (a killed add's leftovers)."""
+        path = self.folder / f"tail-{files.epoch}.f32"
+        keep = files.tail_rows * self.dim * 4
+        if path.exists() and path.stat().st_size > keep:
+            with open(path, "r+b") as f:
+                f.truncate(keep)
+                os.fsync(f.fileno())
+
+    def append(self, files: VectorFiles, vectors: np.ndarray) -> VectorFiles:
+        """Append durable rows; the returned VectorFiles commits them once a manifest names it."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        path = self.folder / f"tail-{files.epoch}.f32"
+        with open(path, "ab") as f:
+            if f.tell() != files.tail_rows * self.dim * 4:
+                raise CorruptCollection(f"{path.name} has uncommitted rows; reopen to recover")
+            f.write(vectors.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        return VectorFiles(
+            files.epoch, files.base_rows, files.tail_start, files.tail_rows + len(vectors)
+        )
+
+    def compact(self, source: VectorFile, live_ids: np.ndarray, next_id: int) -> VectorFiles:
+        """Write a new epoch holding only ``live_ids``; the old epoch's files stay for readers."""
+        live_ids = np.sort(np.asarray(live_ids, dtype=np.int64))
+        epoch = source.files.epoch + 1
+        base_ids = self.folder / f"base-{epoch}.ids.npy"
+        base = self.folder / f"base-{epoch}.f32.npy"
+        vectors = np.lib.format.open_memmap(
+            base, mode="w+", dtype=np.float32, shape=(len(live_ids), self.dim)
+        )
+        for start in range(0, len(live_ids), 65536):
+            chunk = live_ids[start : start + 65536]
+            vectors[start : start + len(chunk)] = source.get(chunk)
+        vectors.flush()
+        del vectors
+        np.save(base_ids, live_ids)
+        for path in (base, base_ids):
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        (self.folder / f"tail-{epoch}.f32").write_bytes(b"")
+        fsync_dir(self.folder)
+        return VectorFiles(epoch=epoch, base_rows=len(live_ids), tail_start=next_id, tail_rows=0)
+
+    def remove_epochs_before(self, epoch: int) -> None:
+        for path in self.folder.iterdir():
+            stem = path.name.split(".")[0]
+            try:
+                file_epoch = int(stem.rsplit("-", 1)[1])
+            except (IndexError, ValueError):
+                continue
+            if file_epoch < epoch:
+                path.unlink(missing_ok=True)
