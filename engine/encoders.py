@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from engine.errors import BadInput
+from engine.errors import BadInput, UnknownOption
 
 TEXT = "text"
 IMAGE = "image"
@@ -206,6 +206,7 @@ def option_bool(options: Mapping[str, Any], key: str, default: bool = False) -> 
 def reject_unknown_options(options: Mapping[str, Any], known: set[str], owner: str) -> None:
     unknown = sorted(set(options) - known)
     if unknown:
-        raise BadInput(
-            f"{owner}: unknown option {unknown[0]!r} (known: {', '.join(sorted(known)) or 'none'})"
+        raise UnknownOption(
+            f"{owner}: unknown option {unknown[0]!r} (known: {', '.join(sorted(known)) or 'none'})",
+            unknown[0],
         )

@@ -27,6 +27,14 @@ class BadInput(HubsearchError, ValueError):
     """An item, field, option or filter is malformed; the message names which one."""
 
 
+class UnknownOption(BadInput):
+    """An option no plugin in the chain accepts; ``key`` lets the CLI route options."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class CollectionLocked(HubsearchError):
     """Another process holds the collection's write lock past the timeout."""
 
