@@ -329,12 +329,18 @@ class Collection:
             m = self._commit(m, rows, vectors, retire)
 
     def delete(self, ids: Sequence[Any]) -> int:
-        """Remove documents by id; returns how many existed. Unknown ids are not an error."""
+        """Remove documents by id; returns how many existed. Unknown ids are not an error.
+
+        Each call rewrites the index snapshot, so delete in batches rather than one by one.
+        """
         ids = [str(i) for i in ids]
         with self._writing() as m:
             live = self.store.live_hashes(ids, m.generation)
             if live:
-                self._commit(m, [], np.zeros((0, m.dim), np.float32), [v[0] for v in live.values()])
+                # Snapshot at once: deleted vectors leave the index file and their rows leave the
+                # store now, not at some later checkpoint (users delete for privacy reasons).
+                retire = [v[0] for v in live.values()]
+                self._commit(m, [], np.zeros((0, m.dim), np.float32), retire, force_snapshot=True)
         return len(live)
 
     def _commit(

@@ -1,0 +1,141 @@
+"""Collections through the Python API, with the fake hashing encoder (the engine's own logic)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import BadInput, CollectionExists, CollectionNotFound, SpaceMismatch
+
+FAQ = {
+    "pin": "how do I reset my card pin",
+    "lost": "my card was lost or stolen abroad",
+    "refund": "refund for a failed bank transfer",
+    "fee": "why was I charged a fee for a top up",
+}
+
+
+@pytest.fixture
+def faq(engine):
+    col = engine.create("faq", encoder="fake-hash", options={"dim": 64})
+    col.add(texts=list(FAQ.values()), ids=list(FAQ), metadata=[{"n": i} for i in range(4)])
+    return col
+
+
+def test_search_finds_the_entry_sharing_the_words(faq):
+    hits = faq.search("reset pin", k=2)
+    assert hits[0].id == "pin"
+    assert hits[0].content == FAQ["pin"]
+    assert hits[0].metadata == {"n": 0}
+    assert hits[0].score >= hits[1].score
+
+
+def test_upsert_replaces_content_metadata_and_vector_without_growing(faq):
+    report = faq.add(texts=["fee for sending money abroad"], ids=["pin"], metadata=[{"n": 9}])
+    assert (report.added, report.updated) == (0, 1)
+    assert faq.count() == 4
+    doc = faq.get(["pin"])[0]
+    assert doc.content == "fee for sending money abroad" and doc.metadata == {"n": 9}
+    assert faq.search("reset pin", k=1)[0].id != "pin"
+    assert [h.id for h in faq.search("sending money abroad", k=4)].count("pin") == 1
+
+
+def test_unchanged_items_are_skipped_on_re_add(faq):
+    report = faq.add(texts=list(FAQ.values()), ids=list(FAQ), metadata=[{"n": i} for i in range(4)])
+    assert (report.added, report.updated, report.unchanged) == (0, 0, 4)
+    assert faq.manifest.generation == 1
+
+
+def test_delete_removes_from_search_get_and_index_file(engine, faq):
+    assert faq.delete(["pin", "nope"]) == 1
+    assert faq.count() == 3
+    assert faq.get(["pin"]) == [None]
+    assert all(h.id != "pin" for h in faq.search("reset pin", k=10))
+    reopened = engine.open("faq")
+    assert reopened.count() == 3
+    import faiss
+
+    snapshot = faq.folder / f"index-{faq.manifest.snapshot_generation}.faiss"
+    index = faiss.read_index(str(snapshot))
+    assert index.ntotal == 3  # the flat index file no longer holds the deleted vector
+
+
+def test_reopened_collection_answers_like_the_original(engine, faq):
+    before = [(h.id, round(h.score, 5)) for h in faq.search("card lost", k=4)]
+    reopened = engine.open("faq")
+    assert [(h.id, round(h.score, 5)) for h in reopened.search("card lost", k=4)] == before
+
+
+def test_another_embedding_space_is_refused_and_nothing_changes(engine, faq):
+    other = engine.build_encoder("fake-hash", {"dim": 64, "salt": "v2"})
+    with pytest.raises(SpaceMismatch, match="salt"):
+        engine.open_with("faq", other)
+    with pytest.raises(SpaceMismatch):
+        engine.open("faq", encoder_options={"salt": "v2"})
+    assert engine.open("faq").count() == 4
+
+
+def test_vectors_of_the_collection_width_are_accepted(faq):
+    vec = faq.encoder.encode(["refund transfer"], "text")
+    faq.add(vectors=vec, texts=["a refund text"], ids=["r2"])
+    assert faq.search(vector=vec[0], k=1)[0].id == "r2"
+    with pytest.raises(BadInput, match=r"shape \[n, 64\]"):
+        faq.search(vector=np.ones(3), k=1)
+
+
+def test_precomputed_collection_round_trips_vectors(engine):
+    col = engine.create("vecs", encoder="precomputed", options={"dim": 8})
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    col.add(vectors=x, ids=[f"v{i}" for i in range(50)], metadata=[{"odd": i % 2} for i in range(50)])
+    assert col.search(vector=x[7], k=1)[0].id == "v7"
+    hits = col.search(vector=x[7], k=5, where={"odd": 0})
+    assert len(hits) == 5 and all(h.metadata["odd"] == 0 for h in hits)
+    with pytest.raises(BadInput, match="does not encode text"):
+        col.search("text query")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"texts": ["ok", "   "], "ids": ["a", "b"]}, "item 1 .*empty"),
+        ({"texts": ["ok", None], "ids": ["a", "b"]}, "text item 1: expected a string"),
+        ({"texts": ["ok", b"\xff\xfe"], "ids": ["a", "b"]}, "text item 1: bytes are not valid"),
+        ({"texts": ["x", "y"], "ids": ["a", "a"]}, "duplicate id 'a'"),
+        ({"texts": ["x"], "ids": ["a"], "metadata": ["nope"]}, "metadata must be an object"),
+        ({"texts": ["x"], "ids": ["a"], "metadata": [{"$x": 1}]}, "metadata key"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_stored(faq, kwargs, message):
+    before = faq.manifest.generation
+    with pytest.raises(BadInput, match=message):
+        faq.add(**kwargs)
+    assert faq.count() == 4 and faq.manifest.generation == before
+
+
+def test_names_and_existence_are_checked(engine, faq):
+    for bad in ["../x", "a/b", "..", ""]:
+        with pytest.raises(BadInput, match="not allowed"):
+            engine.create(bad, encoder="fake-hash")
+    with pytest.raises(CollectionExists):
+        engine.create("faq", encoder="fake-hash")
+    with pytest.raises(CollectionNotFound):
+        engine.open("missing")
+
+
+def test_list_and_drop(engine, faq):
+    engine.create("other", encoder="fake-hash")
+    assert engine.list() == ["faq", "other"]
+    engine.drop("faq")
+    assert engine.list() == ["other"]
+    with pytest.raises(CollectionNotFound):
+        engine.open("faq")
+
+
+def test_readers_see_commits_of_another_handle(engine, faq):
+    reader = engine.open("faq")
+    assert reader.search("reset pin", k=1)[0].id == "pin"
+    faq.add(texts=["brand new entry about crypto"], ids=["crypto"])
+    assert reader.search("crypto entry", k=1)[0].id == "crypto"
+    faq.delete(["crypto"])
+    assert all(h.id != "crypto" for h in reader.search("crypto entry", k=5))

@@ -1,0 +1,60 @@
+"""One writer and several reader processes on one collection; a second writer waits, then fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import CollectionLocked
+
+PROCS = Path(__file__).parent / "procs"
+
+
+@pytest.mark.slow
+def test_four_readers_never_see_half_written_state_and_see_commits(engine):
+    engine.create("live", encoder="fake-hash", options={"dim": 32})
+    chunk, total = 2_000, 30_000
+    env = dict(os.environ)
+    readers = [
+        subprocess.Popen([sys.executable, str(PROCS / "search_worker.py"), str(engine.home),
+                          "live", str(chunk), str(total), "120"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(4)
+    ]
+    time.sleep(1.0)
+    writer = subprocess.run([sys.executable, str(PROCS / "add_worker.py"), str(engine.home),
+                             "live", str(total), str(chunk)],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert writer.returncode == 0, writer.stderr
+    for proc in readers:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result["problems"] == []
+        assert result["last"] == total, "a reader never saw the writer's last commit"
+        assert result["counts"] >= 3, "a reader did not observe the collection growing"
+
+
+def test_second_writer_waits_then_fails_with_collection_locked(engine):
+    from engine import Engine
+
+    engine.create("locked", encoder="fake-hash", options={"dim": 8})
+    holder = Engine(engine.home, registry=engine.registry).open("locked")
+    holder._lock.acquire()
+    try:
+        other = Engine(engine.home, registry=engine.registry, lock_timeout=1.0).open("locked")
+        started = time.monotonic()
+        with pytest.raises(CollectionLocked, match="being written by another process"):
+            other.add(texts=["x"], ids=["x"])
+        assert time.monotonic() - started >= 0.9
+        assert other.count() == 0
+    finally:
+        holder._lock.release()
+    other.add(texts=["x"], ids=["x"])
+    assert other.count() == 1

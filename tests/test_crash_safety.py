@@ -1,0 +1,78 @@
+"""Kill a writer with SIGKILL at random moments; the collection must always reopen consistent."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+WORKER = Path(__file__).parent / "procs" / "add_worker.py"
+TOTAL, CHUNK = 50_000, 5_000
+
+
+def check_consistent(engine, name: str, acked: int) -> int:
+    col = engine.open(name)
+    m = col.manifest
+    live = col.store.live_ids(m.generation)
+    index_ids = np.sort(col.view.load_index().ids())
+    assert np.array_equal(live, index_ids), "store and index disagree on ids"
+    assert m.count == len(live)
+    assert len(live) >= acked, "an acknowledged add is missing"
+    sample = [f"d{i}" for i in random.sample(range(acked), min(acked, 50))]
+    assert all(d is not None for d in col.get(sample))
+    for ext in sample[:5]:
+        vec = col.view.vectors.get(np.array([col.get([ext])[0].internal_id]))[0]
+        assert col.search(vector=vec, k=1)[0].id == ext
+    col.close()
+    return len(live)
+
+
+def run_worker(home: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(home), "crash", str(TOTAL), str(CHUNK), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+    )
+
+
+@pytest.mark.slow
+def test_killed_add_leaves_collection_consistent(engine):
+    engine.create("crash", encoder="fake-hash", options={"dim": 32})
+    rng = random.Random(7)
+    acked = 0
+    kinds = ["random"] * 7 + ["during-save"] * 5
+    rng.shuffle(kinds)
+    for trial, kind in enumerate(kinds):
+        proc = run_worker(engine.home, *(["--slow-save"] if kind == "during-save" else []))
+        deadline = time.monotonic() + (rng.uniform(0.3, 4.0) if kind == "random" else 120)
+        seen_save = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stdout.readline()
+            if line.startswith("ACK"):
+                acked = max(acked, int(line.split()[1]))
+            if line.startswith("SAVING") and kind == "during-save":
+                time.sleep(rng.uniform(0.0, 0.05))
+                seen_save = True
+                break
+        proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate()
+        for line in out.splitlines():
+            if line.startswith("ACK"):  # acked before the kill landed
+                acked = max(acked, int(line.split()[1]))
+        assert proc.returncode in (-signal.SIGKILL, 0), err
+        if kind == "during-save":
+            assert seen_save or proc.returncode == 0, f"trial {trial}: never reached a save"
+        check_consistent(engine, "crash", acked)
+    finished = run_worker(engine.home)
+    out, err = finished.communicate(timeout=600)
+    assert finished.returncode == 0, err
+    assert check_consistent(engine, "crash", TOTAL) == TOTAL
+    col = engine.open("crash")
+    assert col.count() == TOTAL
+    assert len(set(col.store.live_ids(col.manifest.generation).tolist())) == TOTAL

@@ -1,0 +1,110 @@
+"""The `where` language: every operator, injection attempts, and k hits under selective filters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import BadInput
+
+DOCS = [
+    ("a", {"lang": "de", "year": 2019, "tag": ["billing", "card"], "vip": True}),
+    ("b", {"lang": "en", "year": 2021, "tag": ["card"], "vip": False}),
+    ("c", {"lang": "fr", "year": 2023, "tag": ["transfer"]}),
+    ("d", {"lang": "en", "year": 2020, "tier": {"level": "gold"}}),
+    ("e", {"lang": "de'; DROP TABLE documents; --", "year": 2024}),
+]
+
+
+@pytest.fixture(scope="module")
+def col(tmp_path_factory, fake_site):
+    from engine import Engine
+    from engine.registry import Registry
+
+    eng = Engine(tmp_path_factory.mktemp("filters"), registry=Registry())
+    col = eng.create("f", encoder="fake-hash", options={"dim": 16})
+    col.add(texts=[f"document {i}" for i, _ in DOCS], ids=[i for i, _ in DOCS],
+            metadata=[m for _, m in DOCS])
+    return col
+
+
+def ids(col, where):
+    return sorted(h.id for h in col.search("document", k=10, where=where))
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ({"lang": "de"}, ["a"]),
+        ({"lang": {"$eq": "en"}}, ["b", "d"]),
+        ({"lang": {"$ne": "en"}}, ["a", "c", "e"]),
+        ({"year": {"$gt": 2020}}, ["b", "c", "e"]),
+        ({"year": {"$gte": 2020}}, ["b", "c", "d", "e"]),
+        ({"year": {"$lt": 2020}}, ["a"]),
+        ({"year": {"$lte": 2020}}, ["a", "d"]),
+        ({"year": {"$gte": 2020, "$lt": 2023}}, ["b", "d"]),
+        ({"lang": {"$in": ["fr", "de"]}}, ["a", "c"]),
+        ({"lang": {"$nin": ["fr", "de"]}}, ["b", "d", "e"]),
+        ({"tag": "card"}, ["a", "b"]),
+        ({"tag": {"$in": ["transfer", "billing"]}}, ["a", "c"]),
+        ({"vip": True}, ["a"]),
+        ({"tier.level": "gold"}, ["d"]),
+        ({"tag": {"$exists": False}}, ["d", "e"]),
+        ({"$and": [{"lang": "en"}, {"year": {"$gt": 2020}}]}, ["b"]),
+        ({"$or": [{"lang": "fr"}, {"year": 2019}]}, ["a", "c"]),
+        ({"$or": [{"lang": "fr"}, {"$and": [{"lang": "en"}, {"vip": False}]}]}, ["b", "c"]),
+        ({"lang": "en", "year": 2020}, ["d"]),
+    ],
+)
+def test_operator_semantics(col, where, expected):
+    assert ids(col, where) == expected
+
+
+def test_injection_in_values_and_field_names_is_inert(col):
+    assert ids(col, {"lang": "de'; DROP TABLE documents; --"}) == ["e"]
+    assert ids(col, {"lang": "x' OR '1'='1"}) == []
+    with pytest.raises(BadInput, match="no document has the field"):
+        col.search("document", where={"lang') OR 1=1 --": "x"})
+    assert col.count() == 5 and len(col.search("document", k=10)) == 5
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ({"lang": {"$regex": "d.*"}}, "unknown operator '\\$regex'"),
+        ({"$not": {"lang": "de"}}, "unknown operator '\\$not'"),
+        ({"$or": {"lang": "de"}}, "\\$or takes a non-empty list"),
+        ({"lang": {"$in": "de"}}, "\\$in on 'lang' takes a list"),
+        ({"year": {"$gt": [1]}}, "takes a string, number"),
+        ({"missing": 1}, "no document has the field 'missing'"),
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+    ],
+)
+def test_bad_filters_name_the_problem(col, where, message):
+    with pytest.raises(BadInput, match=message):
+        col.search("document", where=where)
+
+
+@pytest.mark.slow
+def test_selective_and_broad_filters_return_k_hits_on_100k(tmp_path, fake_site):
+    from engine import Engine
+    from engine.registry import Registry
+
+    eng = Engine(tmp_path, registry=Registry())
+    col = eng.create("big", encoder="precomputed", options={"dim": 32})
+    rng = np.random.default_rng(1)
+    n = 100_000
+    x = rng.normal(size=(n, 32)).astype(np.float32)
+    rare = rng.choice(n, size=100, replace=False)  # 0.1 %
+    meta = [{"bucket": int(i % 20)} for i in range(n)]
+    for i in rare:
+        meta[i]["rare"] = True
+    col.add(vectors=x, ids=[str(i) for i in range(n)], metadata=meta)
+    q = rng.normal(size=32).astype(np.float32)
+    hits = col.search(vector=q, k=50, where={"rare": True})
+    assert len(hits) == 50 and all(h.metadata.get("rare") for h in hits)
+    exact = set(rare[np.argsort(-(x[rare] / np.linalg.norm(x[rare], axis=1)[:, None]) @ q)[:50]])
+    assert {int(h.id) for h in hits} == {int(i) for i in exact}
+    broad = col.search(vector=q, k=100, where={"bucket": {"$lt": 10}})  # 50 %
+    assert len(broad) == 100 and all(h.metadata["bucket"] < 10 for h in broad)
