@@ -28,7 +28,7 @@ from engine.errors import BadInput
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"})
 #: Formats we let Pillow open; anything else is "not an image" (less parser surface to attack).
-PIL_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
+PIL_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 #: Largest image (by header) we agree to look at; a 20,000 x 20,000 poster is 0.4 of it.
 MAX_SOURCE_PIXELS = 1 << 30
 #: Decoded rasters larger than this are reduced (box filter) before anything else touches them.
@@ -196,6 +196,7 @@ def _decode(fp: Any, label: str, min_side: int | None) -> np.ndarray:
 
     from engine import png_stream
 
+    Image.init()  # registers WebP, which Pillow's lazy pre-init leaves out
     try:
         with _pil_pixel_limit(MAX_SOURCE_PIXELS):
             im = Image.open(fp, formats=PIL_FORMATS)
@@ -238,7 +239,20 @@ def _reduction(size: tuple[int, int], min_side: int | None) -> int:
 
 
 def _orientation(im: Any) -> int:
+    """EXIF orientation (1 = upright) without decoding pixels.
+
+    Pillow's PNG ``getexif`` decodes the whole image to look for an eXIf chunk after the pixel
+    data; for a 20,000 px poster that is the very allocation we avoid, so for a PNG only a
+    chunk before the pixels counts.
+    """
+    from PIL import Image
+
     try:
+        if im.format == "PNG" and getattr(im, "fp", None) is not None:
+            exif = Image.Exif()
+            if "exif" in im.info:
+                exif.load(im.info["exif"])
+            return int(exif.get(_EXIF_ORIENTATION, 1))
         return int(im.getexif().get(_EXIF_ORIENTATION, 1))
     except Exception:  # a broken EXIF block must not cost the picture
         return 1

@@ -27,14 +27,14 @@ def can_stream(fp: BinaryIO) -> bool:
     """Whether the PNG file ``fp`` is 8-bit and non-interlaced (the streamable kind)."""
     fp.seek(0)
     head = fp.read(8 + _HEAD.size + 13)
-    if len(head) < 33 or head[:8] != SIGNATURE or head[12:16] != b"IHDR":
+    if len(head) < 29 or head[:8] != SIGNATURE or head[12:16] != b"IHDR":
         return False
     depth, colour, _, _, interlace = head[24:29]
     return depth == 8 and not interlace and colour in _CHANNELS
 
 
 def decode_reduced(fp: BinaryIO, factor: int, *, flatten: Callable[[Any], Any]) -> Any:
-    """The PNG file ``fp`` (read from its start) shrunk ``factor`` times (box filter), as an RGB Pillow image.
+    """The PNG file ``fp`` shrunk ``factor`` times (box filter), as an RGB Pillow image.
 
     ``flatten`` turns a strip of any mode into RGB (alpha on white, palette resolved). Raises
     ``OSError`` mentioning "truncated" when rows are missing, other ``OSError`` when corrupt.
