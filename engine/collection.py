@@ -14,7 +14,9 @@ back before doing anything else. Readers only ever look at what a manifest names
 
 from __future__ import annotations
 
+import json
 import os
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +43,8 @@ COMMIT_EVERY = 20_000
 #: Snapshot the index once this share of the collection changed since the last snapshot.
 SNAPSHOT_RATIO = 0.5
 SNAPSHOT_MIN_CHANGES = 1_000
+#: Filters whose matching ids are remembered per generation.
+FILTER_CACHE_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class _Item:
     modality: str
     content: str
     metadata: dict[str, Any]
+    metadata_json: str
     source: Any  # what the encoder takes (text, or decoded image), or None with a vector
     vector: np.ndarray | None = None
 
@@ -91,6 +96,7 @@ class Collection:
         self.encoder = encoder
         self.registry = registry
         self.lock_timeout = lock_timeout
+        self._filter_cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._lock = FileLock(str(folder / "write.lock"), timeout=lock_timeout)
         manifest = read_manifest(folder)
         self.store = Store(manifest.store_url or f"sqlite:///{folder / 'store.sqlite'}")
@@ -165,7 +171,7 @@ class Collection:
             scores, ids = index.search(q[None, :], k)
             keep = ids[0] >= 0
             return ids[0][keep], scores[0][keep]
-        matching = self.store.matching_ids(where, m.generation, limit=SELECTIVE_LIMIT + 1)
+        matching = self._matching(where, m.generation)
         if len(matching) <= SELECTIVE_LIMIT:
             if len(matching) == 0:
                 return matching, np.zeros(0, dtype=np.float32)
@@ -182,6 +188,23 @@ class Collection:
             if keep.sum() >= k or fetch >= total:
                 return cand[keep][:k], cand_scores[keep][:k]
             fetch = min(fetch * 4, total)
+
+    def _matching(self, where: dict[str, Any], generation: int) -> np.ndarray:
+        """Ids matching a filter (at most SELECTIVE_LIMIT + 1), memoised per generation.
+
+        Chatbots repeat the same few filters (a tenant, a language), and a committed generation
+        never changes, so the answer can be reused until the next commit.
+        """
+        key = (json.dumps(where, sort_keys=True), generation)
+        found = self._filter_cache.get(key)
+        if found is None:
+            found = self.store.matching_ids(where, generation, limit=SELECTIVE_LIMIT + 1)
+            self._filter_cache[key] = found
+            while len(self._filter_cache) > FILTER_CACHE_SIZE:
+                self._filter_cache.popitem(last=False)
+        else:
+            self._filter_cache.move_to_end(key)
+        return found
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -276,7 +299,8 @@ class Collection:
                 ext_ids[i],
                 modality,
                 contents[i],
-                metas[i],
+                metas[i][0],
+                metas[i][1],
                 contents[i] if modality == TEXT else None,
                 None if vecs is None else vecs[i],
             )
@@ -293,13 +317,17 @@ class Collection:
     ) -> None:
         from engine.pipeline import encode_items
 
-        live = self.store.live_hashes([it.external_id for it in items], m.generation)
+        live = (
+            self.store.live_hashes([it.external_id for it in items], m.generation)
+            if m.count
+            else {}
+        )
         todo: list[tuple[_Item, str]] = []
         for it in items:
             h = content_hash(
                 it.modality,
                 it.content,
-                it.metadata,
+                it.metadata_json,
                 b"" if it.vector is None else it.vector.tobytes(),
             )
             old = live.get(it.external_id)
@@ -320,7 +348,15 @@ class Collection:
             report.skipped.extend(skipped)
             chunk = [chunk[i] for i in encoded]
             rows = [
-                NewRow(m.next_id + j, it.external_id, it.modality, it.content, it.metadata, h)
+                NewRow(
+                    m.next_id + j,
+                    it.external_id,
+                    it.modality,
+                    it.content,
+                    it.metadata,
+                    it.metadata_json,
+                    h,
+                )
                 for j, (it, h) in enumerate(chunk)
             ]
             retire = [live[it.external_id][0] for it, _ in chunk if it.external_id in live]

@@ -51,9 +51,12 @@ def check_texts(texts: Sequence[Any], ids: Sequence[str]) -> list[str]:
     return checked
 
 
-def check_metadata(metadata: Sequence[Any] | None, n: int, ids: Sequence[str]) -> list[dict]:
+def check_metadata(
+    metadata: Sequence[Any] | None, n: int, ids: Sequence[str]
+) -> list[tuple[dict[str, Any], str]]:
+    """Each entry as (dict, canonical JSON): serialised once, then stored and hashed as is."""
     if metadata is None:
-        return [{} for _ in range(n)]
+        return [({}, "{}") for _ in range(n)]
     metadata = list(metadata)
     if len(metadata) != n:
         raise BadInput(f"metadata: got {len(metadata)} entries for {n} items")
@@ -66,17 +69,31 @@ def check_metadata(metadata: Sequence[Any] | None, n: int, ids: Sequence[str]) -
                 f"item {i} (id {ids[i]!r}): metadata must be an object, got {type(entry).__name__}"
             )
         try:
-            json.dumps(entry, allow_nan=False)
+            text = json.dumps(entry, allow_nan=False, sort_keys=True, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise BadInput(f"item {i} (id {ids[i]!r}): metadata is not JSON ({exc})") from None
-        for key in _keys(entry):
-            if not isinstance(key, str) or not key or key.startswith("$"):
-                raise BadInput(
-                    f"item {i} (id {ids[i]!r}): metadata key {key!r} must be a non-empty "
-                    f"string not starting with '$'"
-                )
-        out.append(dict(entry))
+        if not _plain_keys(entry):
+            bad = next(k for k in _keys(entry) if not _plain_key(k))
+            raise BadInput(
+                f"item {i} (id {ids[i]!r}): metadata key {bad!r} must be a non-empty "
+                f"string not starting with '$'"
+            )
+        out.append((dict(entry), text))
     return out
+
+
+def _plain_key(key: Any) -> bool:
+    return isinstance(key, str) and bool(key) and not key.startswith("$")
+
+
+def _plain_keys(entry: dict[str, Any]) -> bool:
+    """True when every key, nested ones included, can be named in a filter."""
+    for key, value in entry.items():
+        if not _plain_key(key):
+            return False
+        if isinstance(value, (dict, list)) and not all(_plain_key(k) for k in _keys(value)):
+            return False
+    return True
 
 
 def _keys(entry: Any) -> list[Any]:
@@ -90,14 +107,14 @@ def _keys(entry: Any) -> list[Any]:
     return []
 
 
-def content_hash(modality: str, content: str, metadata: dict, vector: bytes = b"") -> str:
+def content_hash(modality: str, content: str, metadata_json: str, vector: bytes = b"") -> str:
     """Identifies an item's stored state, so re-adding an unchanged item costs nothing."""
     digest = hashlib.sha256()
     digest.update(modality.encode())
     digest.update(b"\0")
     digest.update(content.encode("utf-8", "surrogatepass"))
     digest.update(b"\0")
-    digest.update(json.dumps(metadata, sort_keys=True, ensure_ascii=False).encode())
+    digest.update(metadata_json.encode())
     digest.update(vector)
     return digest.hexdigest()
 

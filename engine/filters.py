@@ -156,21 +156,27 @@ def _check_scalar(field: str, op: str, value: Any) -> None:
 def flatten_metadata(metadata: dict[str, Any]) -> list[tuple[str, float | None, str | None]]:
     """(key, number, text) rows for the metadata table: nested keys dotted, lists expanded."""
     rows: list[tuple[str, float | None, str | None]] = []
-
-    def visit(key: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for sub, v in value.items():
-                visit(f"{key}.{sub}", v)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                visit(key, v)
+    for key, value in metadata.items():
+        # Flat scalars are nearly all metadata; handle them without the recursive walk.
+        if isinstance(value, str):
+            rows.append((key, None, value))
         elif isinstance(value, (bool, int, float)):
             rows.append((key, float(value), None))
-        elif value is None:
-            rows.append((key, None, None))
         else:
-            rows.append((key, None, str(value)))
-
-    for key, value in metadata.items():
-        visit(str(key), value)
+            _visit(rows, str(key), value)
     return rows
+
+
+def _visit(rows: list[tuple[str, float | None, str | None]], key: str, value: Any) -> None:
+    if isinstance(value, dict):
+        for sub, v in value.items():
+            _visit(rows, f"{key}.{sub}", v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _visit(rows, key, v)
+    elif isinstance(value, (bool, int, float)):
+        rows.append((key, float(value), None))
+    elif value is None:
+        rows.append((key, None, None))
+    else:
+        rows.append((key, None, str(value)))

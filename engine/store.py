@@ -41,12 +41,17 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from engine.errors import BadInput
 from engine.filters import compile_where, flatten_metadata, referenced_fields
 
+#: Ids per IN (...) list: well under SQLite's 32,766 bound variables.
+CHUNK = 5_000
+
 schema = MetaData()
+_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 documents = Table(
     "documents",
     schema,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    # INTEGER on SQLite makes the id the rowid itself: one B-tree lookup per document, not two.
+    Column("id", _ID, primary_key=True, autoincrement=False),
     Column("external_id", String, nullable=False),
     Column("modality", String(16), nullable=False),
     Column("content", Text, nullable=False),
@@ -70,7 +75,7 @@ documents = Table(
 meta = Table(
     "meta",
     schema,
-    Column("doc_id", BigInteger, nullable=False),
+    Column("doc_id", _ID, nullable=False),
     Column("key", String, nullable=False),
     Column("num", Float, nullable=True),
     Column("text", String, nullable=True),
@@ -100,6 +105,7 @@ class NewRow:
     modality: str
     content: str
     metadata: dict[str, Any]
+    metadata_json: str
     content_hash: str
 
 
@@ -157,7 +163,7 @@ class Store:
         d = documents.c
         found: dict[str, Document] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(external_ids), 500):
+            for chunk in _chunks(list(external_ids), CHUNK):
                 query = select(d.id, d.external_id, d.content, d.metadata, d.modality).where(
                     d.external_id.in_(chunk), visible(gen)
                 )
@@ -191,8 +197,19 @@ class Store:
             query = query.where(d.id.in_([int(i) for i in among]))
         if limit is not None:
             query = query.limit(limit)
+        return self._ids(query)
+
+    def _ids(self, query: Any) -> np.ndarray:
+        """A one-column id query as an int64 array, without building a Row per result."""
         with self.engine.connect() as conn:
-            return np.fromiter(conn.execute(query).scalars(), dtype=np.int64)
+            compiled = query.compile(
+                dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
+            )
+            params = compiled.params
+            if compiled.positional:
+                params = tuple(params[name] for name in compiled.positiontup)
+            cursor = conn.exec_driver_sql(str(compiled), params)
+            return np.array([r[0] for r in cursor.fetchall()], dtype=np.int64)
 
     def live_ids(self, gen: int) -> np.ndarray:
         with self.engine.connect() as conn:
@@ -217,7 +234,7 @@ class Store:
         d = documents.c
         out: dict[str, tuple[int, str]] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(external_ids), 500):
+            for chunk in _chunks(list(external_ids), CHUNK):
                 query = select(d.external_id, d.id, d.content_hash).where(
                     d.external_id.in_(chunk), d.gen_deleted.is_(None), d.gen_added <= gen
                 )
@@ -230,35 +247,31 @@ class Store:
         now = time.time()
         retire = [int(i) for i in retire]
         docs = [
-            {
-                "id": r.internal_id,
-                "external_id": r.external_id,
-                "modality": r.modality,
-                "content": r.content,
-                "metadata": json.dumps(r.metadata, ensure_ascii=False),
-                "content_hash": r.content_hash,
-                "gen_added": new_gen,
-                "gen_deleted": None,
-                "created": now,
-                "updated": now,
-            }
+            (
+                r.internal_id,
+                r.external_id,
+                r.modality,
+                r.content,
+                r.metadata_json,
+                r.content_hash,
+                new_gen,
+                None,
+                now,
+                now,
+            )
             for r in rows
         ]
         meta_rows = [
-            {"doc_id": r.internal_id, "key": k, "num": n, "text": t}
-            for r in rows
-            for k, n, t in flatten_metadata(r.metadata)
+            (r.internal_id, k, n, t) for r in rows for k, n, t in flatten_metadata(r.metadata)
         ]
-        keys = sorted({m["key"] for m in meta_rows})
+        keys = sorted({m[1] for m in meta_rows})
         with self.engine.begin() as conn:
-            for chunk in _chunks(retire, 500):
+            for chunk in _chunks(retire, CHUNK):
                 conn.execute(
                     update(documents).where(documents.c.id.in_(chunk)).values(gen_deleted=new_gen)
                 )
-            if docs:
-                conn.execute(insert(documents), docs)
-            if meta_rows:
-                conn.execute(insert(meta), meta_rows)
+            _bulk_insert(conn, documents, docs)
+            _bulk_insert(conn, meta, meta_rows)
             if keys:
                 conn.execute(_insert_ignore(conn.dialect.name), [{"key": k} for k in keys])
 
@@ -288,6 +301,21 @@ class Store:
             dead = select(d.id).where(d.gen_deleted <= upto_gen)
             conn.execute(delete(meta).where(meta.c.doc_id.in_(dead)))
             return int(conn.execute(delete(documents).where(d.gen_deleted <= upto_gen)).rowcount)
+
+
+def _bulk_insert(conn: Any, table: Table, rows: list[tuple[Any, ...]]) -> None:
+    """executemany straight to the driver: SQLAlchemy's per-row parameter processing costs
+    more than SQLite's insert itself at tens of thousands of rows."""
+    if not rows:
+        return
+    compiled = insert(table).compile(dialect=conn.dialect)
+    names = [c.name for c in table.columns]
+    if compiled.positional:
+        order = [names.index(p) for p in compiled.positiontup]
+        params: list[Any] = [tuple(row[i] for i in order) for row in rows]
+    else:
+        params = [dict(zip(names, row, strict=True)) for row in rows]
+    conn.exec_driver_sql(str(compiled), params)
 
 
 def _insert_ignore(dialect: str) -> Any:

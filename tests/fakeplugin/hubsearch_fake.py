@@ -1,8 +1,8 @@
-"""A third-party-style test plugin: deterministic, fast encoders with no model behind them.
+"""A third-party-style test plugin: a deterministic, fast encoder with no model behind it.
 
-`fake-hash` embeds a text as a signed hashed bag of words and character trigrams, so texts
-sharing words land close together (searches are meaningful) while encoding costs microseconds:
-benchmarks of the engine measure the engine, not a model.
+`fake-hash` embeds a text as a signed hashed bag of words, so texts sharing words land close
+together (searches are meaningful) while encoding costs about a microsecond a word: benchmarks
+of the engine measure the engine, not a model.
 """
 
 from __future__ import annotations
@@ -25,25 +25,26 @@ class HashEncoder(EncoderBase):
         super().__init__(**options)
         self.dim = option_int(options, "dim", 64)
         self.salt = option_str(options, "salt", "")
+        self._slots: dict[str, tuple[int, float]] = {}
 
     def _fingerprint_fields(self) -> dict[str, Any]:
-        return {"model": "hashed-bag-of-words", "version": 1, "salt": self.salt}
+        return {"model": "hashed-bag-of-words", "version": 2, "salt": self.salt}
+
+    def _slot(self, word: str) -> tuple[int, float]:
+        slot = self._slots.get(word)
+        if slot is None:
+            h = zlib.crc32((self.salt + word).encode("utf-8", "surrogatepass"))
+            slot = self._slots[word] = (h % self.dim, 1.0 if (h >> 31) & 1 else -1.0)
+        return slot
 
     def _encode_batch(self, items: list[str], modality: str) -> np.ndarray:
-        out = np.zeros((len(items), self.dim), dtype=np.float32)
-        salt = self.salt.encode()
+        rows, cols, signs = [], [], []
         for row, text in enumerate(items):
-            words = text.lower().split()
-            grams = [w[i : i + 3] for w in words for i in range(max(1, len(w) - 2))]
-            for token, weight in [(w, 1.0) for w in words] + [(g, 0.3) for g in grams]:
-                h = zlib.crc32(salt + token.encode("utf-8", "surrogatepass"))
-                out[row, h % self.dim] += weight if (h >> 31) & 1 else -weight
+            for word in text.lower().split():
+                col, sign = self._slot(word)
+                rows.append(row)
+                cols.append(col)
+                signs.append(sign)
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        np.add.at(out, (np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)), signs)
         return out
-
-
-class Broken:
-    """Stands for a plugin whose import works but whose target is missing."""
-
-
-def _boom() -> None:
-    raise RuntimeError("fake plugin failed on purpose")

@@ -1,0 +1,181 @@
+"""The engine's own cost, measured with the fake hashing encoder (no model in the figures).
+
+    python bench/engine.py [--n 100000] [--dim 512] [--queries 300]
+
+Phases each run in a fresh process: ingest (docs/s, peak RSS), cold open (open + first search),
+search latency p50/p99 unfiltered and with a 5 % metadata filter. Prints a table with the goals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+# This file is bench/engine.py: drop its folder from the path so `engine` means the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+WORDS = [
+    "card",
+    "pin",
+    "transfer",
+    "refund",
+    "fee",
+    "account",
+    "balance",
+    "limit",
+    "top",
+    "up",
+    "exchange",
+    "rate",
+    "cash",
+    "atm",
+    "verify",
+    "identity",
+    "password",
+    "phone",
+    "lost",
+    "stolen",
+    "declined",
+    "pending",
+    "charge",
+    "salary",
+]
+
+
+def make_docs(n: int, seed: int = 0) -> tuple[list[str], list[dict]]:
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(WORDS), size=(n, 8))
+    texts = [" ".join(WORDS[j] for j in row) + f" case {i}" for i, row in enumerate(picks)]
+    metadata = [
+        {"category": int(c), "lang": ["en", "de", "fr", "es", "it"][int(la)]}
+        for c, la in zip(rng.integers(0, 20, n), rng.integers(0, 5, n), strict=True)
+    ]
+    return texts, metadata
+
+
+def phase_ingest(home: str, n: int, dim: int) -> dict:
+    from engine import Engine
+
+    texts, metadata = make_docs(n)
+    eng = Engine(home)
+    col = eng.create("bench", encoder="fake-hash", options={"dim": dim})
+    started = time.perf_counter()
+    batch = 10_000
+    for s in range(0, n, batch):
+        col.add(
+            texts=texts[s : s + batch],
+            ids=[f"doc-{i}" for i in range(s, s + batch)],
+            metadata=metadata[s : s + batch],
+        )
+    col.checkpoint()
+    seconds = time.perf_counter() - started
+    return {
+        "ingest_docs_s": n / seconds,
+        "ingest_s": seconds,
+        "ingest_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def phase_encoder_only(n: int, dim: int) -> dict:
+    from hubsearch_fake import HashEncoder
+
+    texts, _ = make_docs(n)
+    enc = HashEncoder(dim=dim)
+    started = time.perf_counter()
+    for s in range(0, n, 1024):
+        enc.encode(texts[s : s + 1024], "text")
+    return {"encoder_docs_s": n / (time.perf_counter() - started)}
+
+
+def phase_search(home: str, queries: int) -> dict:
+    from engine import Engine
+
+    texts, _ = make_docs(queries, seed=1)
+    started = time.perf_counter()
+    col = Engine(home).open("bench")
+    col.search(texts[0], k=10)
+    cold = time.perf_counter() - started
+    out = {"cold_open_s": cold}
+    for label, where in (("unfiltered", None), ("filter_5pct", {"category": 3})):
+        lat = []
+        for t in texts:
+            t0 = time.perf_counter()
+            hits = col.search(t, k=10, where=where)
+            lat.append(time.perf_counter() - t0)
+            assert len(hits) == 10
+        out[f"{label}_p50_ms"] = float(np.percentile(lat, 50) * 1000)
+        out[f"{label}_p99_ms"] = float(np.percentile(lat, 99) * 1000)
+    out["search_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def run_phase(*args: str) -> dict:
+    env = dict(os.environ)
+    from fakeplugin.install import install
+
+    site = install(Path(tempfile.mkdtemp()) / "site")
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), env.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, __file__, "--phase", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--phase", nargs="*")
+    args = ap.parse_args()
+    if args.phase:
+        name, *rest = args.phase
+        result = {
+            "ingest": lambda: phase_ingest(rest[0], int(rest[1]), int(rest[2])),
+            "encoder": lambda: phase_encoder_only(int(rest[0]), int(rest[1])),
+            "search": lambda: phase_search(rest[0], int(rest[1])),
+        }[name]()
+        print(json.dumps(result))
+        return
+    with tempfile.TemporaryDirectory() as home:
+        res = run_phase("ingest", home, str(args.n), str(args.dim))
+        res.update(run_phase("encoder", str(args.n), str(args.dim)))
+        res.update(run_phase("search", home, str(args.queries)))
+        res["disk_mb"] = sum(p.stat().st_size for p in Path(home).rglob("*") if p.is_file()) / 2**20
+    goals = {
+        "ingest_docs_s": (">=", 20_000),
+        "unfiltered_p50_ms": ("<", 20),
+        "filter_5pct_p50_ms": ("<", 5),
+        "cold_open_s": ("<", 0.5),
+    }
+    print(
+        f"hubsearch engine bench: {args.n:,} docs, dim {args.dim}, fake-hash encoder, "
+        f"{os.cpu_count()} cores"
+    )
+    print(f"{'metric':<22} {'value':>12}  goal")
+    for key, value in res.items():
+        goal = goals.get(key)
+        mark = ""
+        if goal:
+            ok = value >= goal[1] if goal[0] == ">=" else value < goal[1]
+            mark = f"{goal[0]} {goal[1]}  {'met' if ok else 'MISSED'}"
+        print(f"{key:<22} {value:>12,.3f}  {mark}")
+
+
+if __name__ == "__main__":
+    main()
