@@ -290,7 +290,12 @@ def get(ctx: click.Context, name: str, ids: tuple[str, ...], as_json: bool) -> N
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def info(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Show a collection's size, encoder, fingerprint and index."""
+    """Show a collection's size, encoder, fingerprint, index and disk use.
+
+    \b
+    hubsearch info faq
+    hubsearch info faq --json | jq .fingerprint
+    """
     from engine.cli_format import manifest_summary, show_info
 
     eng = _engine(ctx)
@@ -302,7 +307,12 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per collection.")
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
-    """List the collections in the home folder."""
+    """List the collections in the home folder.
+
+    \b
+    hubsearch list
+    hubsearch --home /srv/search list --json
+    """
     from engine.cli_format import emit_json
 
     eng = _engine(ctx)
@@ -320,7 +330,11 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def drop(ctx: click.Context, name: str, yes: bool) -> None:
-    """Delete a collection and all its files."""
+    """Delete a collection and all its files (waits for a running writer first).
+
+    \b
+    hubsearch drop old-faq --yes
+    """
     eng = _engine(ctx)
     eng.info(name)
     if not yes and sys.stdin.isatty():
