@@ -87,7 +87,9 @@ def test_precomputed_collection_round_trips_vectors(engine):
     col = engine.create("vecs", encoder="precomputed", options={"dim": 8})
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 8)).astype(np.float32)
-    col.add(vectors=x, ids=[f"v{i}" for i in range(50)], metadata=[{"odd": i % 2} for i in range(50)])
+    col.add(
+        vectors=x, ids=[f"v{i}" for i in range(50)], metadata=[{"odd": i % 2} for i in range(50)]
+    )
     assert col.search(vector=x[7], k=1)[0].id == "v7"
     hits = col.search(vector=x[7], k=5, where={"odd": 0})
     assert len(hits) == 5 and all(h.metadata["odd"] == 0 for h in hits)

@@ -22,15 +22,38 @@ def test_four_readers_never_see_half_written_state_and_see_commits(engine):
     chunk, total = 2_000, 30_000
     env = dict(os.environ)
     readers = [
-        subprocess.Popen([sys.executable, str(PROCS / "search_worker.py"), str(engine.home),
-                          "live", str(chunk), str(total), "120"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(PROCS / "search_worker.py"),
+                str(engine.home),
+                "live",
+                str(chunk),
+                str(total),
+                "120",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for _ in range(4)
     ]
     time.sleep(1.0)
-    writer = subprocess.run([sys.executable, str(PROCS / "add_worker.py"), str(engine.home),
-                             "live", str(total), str(chunk)],
-                            capture_output=True, text=True, env=env, timeout=300)
+    writer = subprocess.run(
+        [
+            sys.executable,
+            str(PROCS / "add_worker.py"),
+            str(engine.home),
+            "live",
+            str(total),
+            str(chunk),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert writer.returncode == 0, writer.stderr
     for proc in readers:
         out, err = proc.communicate(timeout=180)

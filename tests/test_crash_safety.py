@@ -37,7 +37,10 @@ def check_consistent(engine, name: str, acked: int) -> int:
 def run_worker(home: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(WORKER), str(home), "crash", str(TOTAL), str(CHUNK), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
     )
 
 

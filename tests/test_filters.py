@@ -23,8 +23,11 @@ def col(tmp_path_factory, fake_site):
 
     eng = Engine(tmp_path_factory.mktemp("filters"), registry=Registry())
     col = eng.create("f", encoder="fake-hash", options={"dim": 16})
-    col.add(texts=[f"document {i}" for i, _ in DOCS], ids=[i for i, _ in DOCS],
-            metadata=[m for _, m in DOCS])
+    col.add(
+        texts=[f"document {i}" for i, _ in DOCS],
+        ids=[i for i, _ in DOCS],
+        metadata=[m for _, m in DOCS],
+    )
     return col
 
 

@@ -41,9 +41,11 @@ def main() -> None:
     col = eng.open(name)
     for start in range(0, total, chunk):
         end = min(start + chunk, total)
-        col.add(texts=[doc(i) for i in range(start, end)],
-                ids=[f"d{i}" for i in range(start, end)],
-                metadata=[{"group": i % 7} for i in range(start, end)])
+        col.add(
+            texts=[doc(i) for i in range(start, end)],
+            ids=[f"d{i}" for i in range(start, end)],
+            metadata=[{"group": i % 7} for i in range(start, end)],
+        )
         print(f"ACK {end}", flush=True)
 
 

@@ -44,8 +44,11 @@ def main() -> None:
                 break
         except Exception as exc:  # any error at all is a failure of the test
             problems.append(f"{type(exc).__name__}: {exc}")
-    print(json.dumps({"searches": searches, "last": last, "counts": len(counts),
-                      "problems": problems[:10]}))
+    print(
+        json.dumps(
+            {"searches": searches, "last": last, "counts": len(counts), "problems": problems[:10]}
+        )
+    )
 
 
 if __name__ == "__main__":
