@@ -35,6 +35,14 @@ class FlatIndex(VectorIndex):
         if len(ids) and self._index.ntotal:
             self._index.remove_ids(faiss.IDSelectorBatch(ids))
 
+    def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Replace the contents with exactly ``ids``/``vectors`` (a memmap is read in chunks)."""
+        from indexes._exact import chunks
+
+        self._index.reset()
+        for part_ids, part in chunks(ids, vectors, self.dim):
+            self.add(part_ids, part)
+
     def search(
         self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,121 @@
+"""Training and fit measurement for `ivfpq`, kept apart from its search and upkeep.
+
+Training turns a sample of the collection into coarse centroids (IVF), product-quantiser
+codebooks (PQ) and optionally an OPQ rotation. The same module measures how well the centroids
+fit vectors: the mean of ``1 - <x, c>`` between a vector and its nearest centroid (centroids
+are unit length, FAISS trains them spherically for inner product). Measured on held-out vectors
+at training time, it is the yardstick drift detection compares new vectors against.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from indexes import gpu
+from indexes._exact import sample_rows
+
+#: Vectors per coarse centroid in the training sample (FAISS's k-means wants at least 39).
+POINTS_PER_LIST = 64
+#: Vectors per PQ codebook entry used to train the product quantiser.
+POINTS_PER_CODE = 64
+#: Vectors measured for the fit, at training and per add.
+FIT_PROBE = 2048
+
+
+def nlist_for(n: int) -> int:
+    """Coarse lists for n vectors: the power of two nearest sqrt(n), with >= 39 vectors each."""
+    nlist = 2 ** round(math.log2(max(math.sqrt(max(n, 1)), 1)))
+    while nlist > 1 and nlist * 39 > n:
+        nlist //= 2
+    return max(1, nlist)
+
+
+def default_pq(dim: int) -> int:
+    """Sub-quantisers: one per 8 dimensions, at most 64 (64 bytes a vector at 8 bits)."""
+    m = max(1, min(64, dim // 8))
+    while dim % m:
+        m -= 1
+    return m
+
+
+@dataclass
+class Trained:
+    """A trained, still empty IVF-PQ index with its optional rotation and its fit."""
+
+    ivf: Any
+    opq: Any | None
+    fit: float
+    nlist: int
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors if self.opq is None else self.opq.apply(vectors)
+
+    def distances(self, vectors: np.ndarray) -> np.ndarray:
+        """``1 - <x, c>`` to the nearest centroid for (a sample of) ``vectors``."""
+        probe = vectors[sample_rows(len(vectors), FIT_PROBE, seed=len(vectors))]
+        scores, _ = self.ivf.quantizer.search(self.transform(probe), 1)
+        return 1.0 - scores[:, 0]
+
+
+def gather(parts: Sequence[tuple[np.ndarray, Any]], rows: np.ndarray) -> np.ndarray:
+    """Rows (numbered across the concatenation of ``parts``) as one float32 array."""
+    out, start = [], 0
+    for _, vectors in parts:
+        stop = start + len(vectors)
+        inside = rows[(rows >= start) & (rows < stop)] - start
+        if len(inside):
+            out.append(np.asarray(vectors[inside], dtype=np.float32))
+        start = stop
+    return np.concatenate(out) if out else np.empty((0, 0), np.float32)
+
+
+def train(
+    parts: Sequence[tuple[np.ndarray, Any]],
+    dim: int,
+    *,
+    nlist: int | None,
+    pq: int,
+    nbits: int,
+    opq: bool,
+    sample: int | None,
+    gpu_mode: str,
+) -> Trained:
+    """Train on a sample of ``parts`` (pairs of ids and vectors, vectors may be memmaps)."""
+    import faiss
+
+    n = sum(len(ids) for ids, _ in parts)
+    nlist = min(nlist or nlist_for(n), n)
+    size = sample or max(POINTS_PER_LIST * nlist, POINTS_PER_CODE * 2**nbits)
+    x = np.ascontiguousarray(gather(parts, sample_rows(n, size)))
+    rotation = None
+    if opq:
+        rotation = faiss.OPQMatrix(dim, pq)
+        rotation.pq.cp.max_points_per_centroid = POINTS_PER_CODE
+        rotation.train(x)
+        x = rotation.apply(x)
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, pq, nbits, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.spherical = True  # unit centroids, so 1 - <x, c> is a distance
+    ivf.pq.cp.max_points_per_centroid = POINTS_PER_CODE
+    ivf.pq.cp.niter = 20
+    helper = gpu.flat_index(dim, inner_product=True, mode=gpu_mode)
+    if helper is not None:
+        ivf.clustering_index = helper
+    ivf.train(x)
+    ivf.clustering_index = None
+    held_out = gather(parts, sample_rows(n, FIT_PROBE, seed=4321))
+    trained = Trained(ivf, rotation, 0.0, nlist)
+    trained.fit = float(np.mean(trained.distances(held_out)))
+    return trained
+
+
+def compact(ivf: Any) -> Any:
+    """A copy without the slack of grown inverted lists (FAISS grows them by doubling)."""
+    import faiss
+
+    return faiss.deserialize_index(faiss.serialize_index(ivf))

@@ -1,0 +1,220 @@
+"""`hnsw`: a FAISS HNSW graph over the exact vectors, for fast search in the middle sizes.
+
+FAISS cannot take a node out of an HNSW graph, so removal masks the node (see
+:class:`indexes._idmap.IdMap`) and every search excludes masked nodes with an id selector; once
+the masked share passes ``max_deleted`` :meth:`needs_rebuild` says so and the engine rebuilds the
+graph from its exact vectors. The graph stores the exact vectors itself, so a filter that leaves
+few ids, or a walk that comes back with fewer than k hits, is answered by exact scoring here,
+without the engine's lookup.
+
+Options: ``M`` (graph degree, 32), ``efConstruction`` (40), ``efSearch`` (64), ``max_deleted``
+(share of masked nodes that asks for a rebuild, 0.2), ``exact_filter`` (a filter leaving at most
+this share of the live ids is scored exactly instead of walked, 0.05).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.encoders import option_float, option_int, reject_unknown_options
+from engine.errors import BadInput
+from indexes._exact import CHUNK, chunks, exact_search
+from indexes._idmap import IdMap
+from indexes._select import bitmap, bitmap_selector
+from indexes._snapshot import SnapshotReader, SnapshotWriter, open_snapshot, write_snapshot
+from indexes.base import VectorIndex, as_ids, as_vectors, empty_result
+
+OPTIONS = {"M", "efConstruction", "efSearch", "max_deleted", "exact_filter"}
+#: A walk that returned fewer than k hits is retried once with this many times the beam.
+_WIDEN = 4
+
+
+class HnswIndex(VectorIndex):
+    """IndexHNSWFlat (inner product) labelled by position, plus an :class:`IdMap`."""
+
+    kind = "hnsw"
+
+    def __init__(self, dim: int, **params: Any) -> None:
+        reject_unknown_options(params, OPTIONS, "index 'hnsw'")
+        super().__init__(dim, **params)
+        self.M = option_int(params, "M", 32)
+        self.ef_construction = option_int(params, "efConstruction", 40)
+        self.ef_search = option_int(params, "efSearch", 64)
+        self.max_deleted = option_float(params, "max_deleted", 0.2)
+        self.exact_filter = option_float(params, "exact_filter", 0.05)
+        if min(self.M, self.ef_construction, self.ef_search) < 1:
+            raise BadInput("index 'hnsw': M, efConstruction and efSearch must be positive")
+        if not 0 < self.max_deleted <= 1 or not 0 <= self.exact_filter <= 1:
+            raise BadInput("index 'hnsw': max_deleted is in (0, 1], exact_filter in [0, 1]")
+        self._graph: Any = None  # built on the first add, so construction stays cheap
+        self._ids = IdMap()
+
+    # ------------------------------------------------------------------ writes
+
+    def _new_graph(self) -> Any:
+        import faiss
+
+        graph = faiss.IndexHNSWFlat(self.dim, self.M, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = self.ef_construction
+        return graph
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = as_ids(ids)
+        if len(ids) == 0:
+            return
+        vectors = as_vectors(vectors, self.dim)
+        if len(vectors) != len(ids):
+            raise ValueError(f"{len(ids)} ids but {len(vectors)} vectors")
+        if self._graph is None:
+            self._graph = self._new_graph()
+        self._ids.append(ids)  # raises before the graph changes when an id is live
+        self._graph.add(vectors)
+
+    def remove(self, ids: np.ndarray) -> None:
+        self._ids.remove(as_ids(ids))
+
+    def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Replace the contents with exactly ``ids``/``vectors`` (a memmap is read in chunks).
+
+        The new graph is built aside and swapped in at the end, so a failure leaves the old one.
+        """
+        graph, idmap = self._new_graph(), IdMap()
+        for part_ids, part in chunks(ids, vectors, self.dim):
+            idmap.append(part_ids)
+            graph.add(part)
+        self._graph, self._ids = graph, idmap
+
+    # ------------------------------------------------------------------ reads
+
+    def __len__(self) -> int:
+        return self._ids.live_count
+
+    def ids(self) -> np.ndarray:
+        """Live ids, sorted."""
+        return self._ids.live_ids()
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        queries = as_vectors(queries, self.dim)
+        if k <= 0 or len(self) == 0:
+            return empty_result(len(queries), max(k, 0))
+        if allowed_ids is None:
+            if self._ids.deleted_count == 0:
+                positions, bits = None, None
+            else:
+                positions, bits = None, self._ids.live_bitmap()
+            wanted = min(k, len(self))
+        else:
+            positions = self._ids.positions(as_ids(allowed_ids))
+            wanted = min(k, len(positions))
+            if wanted == 0:
+                return empty_result(len(queries), k)
+            if len(positions) <= max(k, self.exact_filter * len(self)):
+                return self._exact(queries, k, positions)
+            bits = bitmap(positions, self._ids.total)
+        scores, labels = self._walk(queries, k, self.ef_search, bits)
+        short = (labels >= 0).sum(axis=1) < wanted
+        if short.any():  # a masked or filtered walk can stall: widen once, then score exactly
+            rows = np.flatnonzero(short)
+            scores[rows], labels[rows] = self._walk(queries[rows], k, self.ef_search * _WIDEN, bits)
+            short[rows] = (labels[rows] >= 0).sum(axis=1) < wanted
+        if short.any():
+            rows = np.flatnonzero(short)
+            if positions is None:
+                positions = np.flatnonzero(self._ids.live)
+            exact_scores, exact_ids = self._exact(queries[rows], k, positions)
+            ids = self._ids.labels_to_ids(labels)
+            scores[rows], ids[rows] = exact_scores, exact_ids
+            return scores, ids
+        return scores, self._ids.labels_to_ids(labels)
+
+    def _walk(
+        self, queries: np.ndarray, k: int, ef: int, bits: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        selector = None if bits is None else bitmap_selector(bits)
+        params = faiss.SearchParametersHNSW(
+            efSearch=max(ef, k), sel=None if selector is None else selector.sel
+        )
+        scores, labels = self._graph.search(queries, k, params=params)
+        scores[labels < 0] = -np.inf
+        return scores, labels
+
+    def _exact(
+        self, queries: np.ndarray, k: int, positions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return exact_search(queries, k, self._stored(positions))
+
+    def _stored(self, positions: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(ids, exact vectors)`` of ``positions``, read from the graph's own storage."""
+        import faiss
+
+        storage = faiss.downcast_index(self._graph.storage)
+        total = self._graph.ntotal
+        matrix = faiss.rev_swig_ptr(storage.get_xb(), total * self.dim).reshape(total, self.dim)
+        for start in range(0, len(positions), CHUNK):
+            part = np.sort(positions[start : start + CHUNK])
+            yield self._ids.ids[part], matrix[part]
+
+    # ------------------------------------------------------------------ upkeep
+
+    def needs_rebuild(self) -> str | None:
+        total = self._ids.total
+        if total and self._ids.deleted_count / total > self.max_deleted:
+            return (
+                f"hnsw: {self._ids.deleted_count} of {total} graph nodes are deleted "
+                f"({self._ids.deleted_count / total:.0%} > max_deleted={self.max_deleted:g})"
+            )
+        return None
+
+    def state(self) -> dict[str, Any]:
+        return {"nodes": self._ids.total, "deleted": self._ids.deleted_count, "M": self.M}
+
+    def memory_bytes(self) -> int:
+        if self._graph is None:
+            return 0
+        hnsw = self._graph.hnsw
+        graph = hnsw.neighbors.size() * 4 + hnsw.levels.size() * 4 + hnsw.offsets.size() * 8
+        vectors = self._graph.ntotal * self.dim * 4
+        idmap = self._ids.total * 9 + self._ids.live_count * 16
+        return int(graph + vectors + idmap)
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: Path) -> None:
+        write_snapshot(Path(path), self.kind, self.write_into)
+
+    def write_into(self, writer: SnapshotWriter) -> dict[str, Any]:
+        """Write the sections of this index (also used when nested in `auto`)."""
+        if self._graph is not None:
+            writer.faiss_index("graph", self._graph)
+        writer.array("ids", self._ids.ids)
+        writer.array("live", np.packbits(self._ids.live, bitorder="little"))
+        return {"positions": self._ids.total, "M": self.M, "dim": self.dim}
+
+    @classmethod
+    def load(cls, path: Path, dim: int, **params: Any) -> HnswIndex:
+        with open_snapshot(Path(path), cls.kind) as reader:
+            return cls.read_from(reader, dim, **params)
+
+    @classmethod
+    def read_from(cls, reader: SnapshotReader, dim: int, **params: Any) -> HnswIndex:
+        """Rebuild from sections; the graph keeps the saved ``M``, search options are ``params``."""
+        index = cls(dim, **params)
+        meta = reader.meta
+        if meta["dim"] != index.dim:
+            raise ValueError(f"hnsw snapshot has dim {meta['dim']}, expected {index.dim}")
+        total = meta["positions"]
+        live = np.unpackbits(reader.array("live"), count=total, bitorder="little").astype(bool)
+        index._ids = IdMap(reader.array("ids"), live)
+        if reader.has("graph"):
+            index._graph = reader.faiss_index("graph")
+            index._graph.hnsw.efConstruction = index.ef_construction
+            index.M = int(meta["M"])
+        return index
