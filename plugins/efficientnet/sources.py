@@ -50,8 +50,14 @@ HUB_V2 = {
     "l": (480, 1280),
     "xl": (512, 1280),
 }
-_HUB_V1_RE = re.compile(r"efficientnet/(b[0-7])/feature[-_]vector", re.IGNORECASE)
-_HUB_V2_RE = re.compile(r"efficientnet_v2_imagenet\w*?_(b[0-3]|s|m|l|xl)/feature[-_]vector", re.I)
+# tfhub.dev and Kaggle spellings: .../efficientnet/b0/feature-vector/1,
+# .../efficientnet/TensorFlow2/b0-feature-vector/1, .../efficientnet_v2_imagenet1k_b0/
+# feature_vector/2, .../efficientnet-v2/TensorFlow2/imagenet1k-b0-feature-vector/2
+_HUB_V1_RE = re.compile(r"efficientnet/(?:tensorflow2/)?(b[0-7])[/-]feature[-_]vector", re.I)
+_HUB_V2_RE = re.compile(
+    r"efficientnet[-_]v2(?:/tensorflow2/|_)imagenet\w*?[-_](b[0-3]|s|m|l|xl)[/-]feature[-_]vector",
+    re.I,
+)
 
 
 @dataclass
@@ -186,7 +192,10 @@ def make_source(
         if not handle:
             raise BadInput("source 'hub' needs -o handle=URL_WITH_VERSION or a SavedModel folder")
         _refuse(source, weights=weights)
-        size, width = _known_hub_model(handle)
+        from plugins.hub import require_pinned
+
+        require_pinned(handle)
+        size, width = known_hub_model(handle)
         values = RANGES["0,1"] if value_range is None else parse_value_range(value_range)
         return HubSource(image_size or size or 224, values, dim or width, handle=handle)
     if source.startswith("keras:"):
@@ -206,7 +215,7 @@ def make_source(
     )
 
 
-def _known_hub_model(handle: str) -> tuple[int | None, int | None]:
+def known_hub_model(handle: str) -> tuple[int | None, int | None]:
     """Documented input size and width of the well-known TF Hub EfficientNet handles."""
     if match := _HUB_V2_RE.search(handle):
         return HUB_V2[match.group(1).lower()]

@@ -137,24 +137,31 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Tensors of a legacy torch ``.pth`` state dict as numpy arrays, keyed by parameter name.
 
     Raises :class:`UnsafePickle` for a file that names any other global, and
-    :class:`~engine.errors.PluginLoadError` for a file that is not such a state dict.
+    :class:`~engine.errors.PluginLoadError` for a file that is not such a state dict; both
+    messages start with the path.
     """
     try:
         with open(path, "rb") as f:
-            return _read(f)
-    except UnsafePickle:
-        raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, struct.error) as exc:
-        raise PluginLoadError(
-            f"{os.fspath(path)}: not a readable torch state dict ({exc})"
-        ) from exc
+            return _read_named(f, os.fspath(path))
     except OSError as exc:
         raise PluginLoadError(f"{os.fspath(path)}: cannot read weights ({exc})") from exc
 
 
-def loads_state_dict(data: bytes) -> dict[str, np.ndarray]:
+def loads_state_dict(data: bytes, name: str = "<bytes>") -> dict[str, np.ndarray]:
     """:func:`load_state_dict` for bytes already in memory."""
-    return _read(io.BytesIO(data))
+    return _read_named(io.BytesIO(data), name)
+
+
+def _read_named(f: BinaryIO, name: str) -> dict[str, np.ndarray]:
+    try:
+        return _read(f)
+    except UnsafePickle as exc:
+        raise UnsafePickle(f"{name}: {exc}") from None
+    except PluginLoadError as exc:
+        raise PluginLoadError(f"{name}: {exc}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, struct.error) as exc:
+        raise PluginLoadError(f"{name}: not a readable torch state dict ({exc})") from exc
 
 
 def _read(f: BinaryIO) -> dict[str, np.ndarray]:
