@@ -1,50 +1,33 @@
 """A collection: one encoder, one vector index and one metadata store that commit together.
 
-Every write follows the same protocol, so a process killed at any instruction leaves the
-collection consistent:
-
-1. exact vectors are appended to the vector tail and fsynced;
-2. store rows for generation G+1 are written in one SQL transaction (invisible at G);
-3. the in-memory index is updated and, when enough changed, snapshotted to ``index-<G+1>``;
-4. the manifest naming G+1 atomically replaces the old one: this rename is the commit.
-
-A writer that finds rows or vectors beyond the manifest's generation (a killed add) rolls them
-back before doing anything else. Readers only ever look at what a manifest names.
+This module is the public face (add, search, delete, maintenance); the write protocol lives in
+``engine.commit``, query planning in ``engine.search``, index upkeep in ``engine.maintenance``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock, Timeout
 
+from engine import maintenance
+from engine.commit import Change, Writer
 from engine.documents import check_ids, check_metadata, check_texts, content_hash, default_text_id
 from engine.encoders import IMAGE, TEXT, Encoder, check_modality, validate_vectors
-from engine.errors import BadInput, CollectionLocked, SpaceMismatch
+from engine.errors import BadInput, SpaceMismatch
 from engine.filters import parse_where
-from engine.live import LiveView, exact_top_k, snapshot_path
-from engine.manifest import Manifest, fsync_dir, read_manifest, write_manifest
+from engine.live import LiveView
+from engine.manifest import Manifest, read_manifest
 from engine.registry import Registry
+from engine.search import Planner
 from engine.store import Document, NewRow, Store
-from engine.vectors import VectorWriter
 
-#: A filter matching at most this many documents is answered exactly from the stored vectors.
-SELECTIVE_LIMIT = 20_000
 #: Documents per commit inside one long add: what a crash can lose, and the index-save cadence.
 COMMIT_EVERY = 20_000
-#: Snapshot the index once this share of the collection changed since the last snapshot.
-SNAPSHOT_RATIO = 0.5
-SNAPSHOT_MIN_CHANGES = 1_000
-#: Filters whose matching ids are remembered per generation.
-FILTER_CACHE_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -95,13 +78,12 @@ class Collection:
         self.name = folder.name
         self.encoder = encoder
         self.registry = registry
-        self.lock_timeout = lock_timeout
-        self._filter_cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
-        self._lock = FileLock(str(folder / "write.lock"), timeout=lock_timeout)
         manifest = read_manifest(folder)
+        check_same_space(manifest, encoder)
         self.store = Store(manifest.store_url or f"sqlite:///{folder / 'store.sqlite'}")
         self.view = LiveView(folder, self.store, registry)
-        check_same_space(self.view.manifest, encoder)
+        self.planner = Planner(self.view, self.store)
+        self.writer = Writer(folder, self.store, self.view, lock_timeout)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -143,7 +125,7 @@ class Collection:
         if where is not None:
             self.store.check_fields(where)
         for _ in range(3):
-            ids, scores = self._candidates(q, k, where, m)
+            ids, scores = self.planner.candidates(q, k, where, m)
             docs = self.store.fetch(ids, m.generation)
             if len(docs) == len(ids) or len(ids) == 0:
                 break
@@ -163,80 +145,7 @@ class Collection:
             raise BadInput("query: text is empty")
         return self.encoder.encode([query if modality == TEXT else image], modality)[0]
 
-    def _candidates(
-        self, q: np.ndarray, k: int, where: dict[str, Any] | None, m: Manifest
-    ) -> tuple[np.ndarray, np.ndarray]:
-        index = self.view.load_index()
-        if where is None:
-            scores, ids = index.search(q[None, :], k)
-            keep = ids[0] >= 0
-            return ids[0][keep], scores[0][keep]
-        matching = self._matching(where, m.generation)
-        if len(matching) <= SELECTIVE_LIMIT:
-            if len(matching) == 0:
-                return matching, np.zeros(0, dtype=np.float32)
-            scores, ids = exact_top_k(self.view.vectors.get(matching), matching, q, k)
-            return ids, scores
-        # Broad filter: over-fetch from the index and widen until k matching documents are found.
-        total = len(index)
-        fetch = min(k * 8, total)
-        while True:
-            scores, ids = index.search(q[None, :], fetch)
-            cand, cand_scores = ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]
-            ok = set(self.store.matching_ids(where, m.generation, among=cand).tolist())
-            keep = np.fromiter((i in ok for i in cand.tolist()), dtype=bool, count=len(cand))
-            if keep.sum() >= k or fetch >= total:
-                return cand[keep][:k], cand_scores[keep][:k]
-            fetch = min(fetch * 4, total)
-
-    def _matching(self, where: dict[str, Any], generation: int) -> np.ndarray:
-        """Ids matching a filter (at most SELECTIVE_LIMIT + 1), memoised per generation.
-
-        Chatbots repeat the same few filters (a tenant, a language), and a committed generation
-        never changes, so the answer can be reused until the next commit.
-        """
-        key = (json.dumps(where, sort_keys=True), generation)
-        found = self._filter_cache.get(key)
-        if found is None:
-            found = self.store.matching_ids(where, generation, limit=SELECTIVE_LIMIT + 1)
-            self._filter_cache[key] = found
-            while len(self._filter_cache) > FILTER_CACHE_SIZE:
-                self._filter_cache.popitem(last=False)
-        else:
-            self._filter_cache.move_to_end(key)
-        return found
-
     # -- writing ------------------------------------------------------------------------------
-
-    @contextmanager
-    def _writing(self) -> Iterator[Manifest]:
-        """Hold the write lock, recover from any killed writer, and yield the committed state."""
-        try:
-            self._lock.acquire()
-        except Timeout:
-            raise CollectionLocked(
-                f"collection {self.name!r} is being written by another process "
-                f"(waited {self.lock_timeout:g} s); try again when it finishes"
-            ) from None
-        try:
-            m = self.view.refresh()
-            self._recover(m)
-            yield m
-        finally:
-            self._lock.release()
-
-    def _recover(self, m: Manifest) -> None:
-        if self.store.max_generation() > m.generation:
-            self.store.rollback_after(m.generation)
-        VectorWriter(self.folder / "vectors", m.dim).truncate_uncommitted(m.vectors)
-        keep = (
-            {f"index-{m.snapshot_generation}.faiss"} if m.snapshot_generation is not None else set()
-        )
-        for path in self.folder.glob("index-*.faiss"):
-            if path.name not in keep:
-                path.unlink(missing_ok=True)
-        for path in self.folder.glob(".*.tmp"):
-            path.unlink(missing_ok=True)
 
     def add(
         self,
@@ -261,7 +170,7 @@ class Collection:
             raise BadInput("add needs texts=, images= or vectors=")
         report = AddReport()
         items = self._prepare(texts, images, vectors, ids, metadata, report)
-        with self._writing() as m:
+        with self.writer.writing() as m:
             self._write_items(m, items, batch_size, progress, report)
         return report
 
@@ -362,7 +271,8 @@ class Collection:
             retire = [live[it.external_id][0] for it, _ in chunk if it.external_id in live]
             report.updated += len(retire)
             report.added += len(rows) - len(retire)
-            m = self._commit(m, rows, vectors, retire)
+            m = self.writer.commit(m, Change(rows=rows, vectors=vectors, retire=retire))
+            m = maintenance.rebuild_if_needed(self.writer, self.store, m)
 
     def delete(self, ids: Sequence[Any]) -> int:
         """Remove documents by id; returns how many existed. Unknown ids are not an error.
@@ -370,69 +280,39 @@ class Collection:
         Each call rewrites the index snapshot, so delete in batches rather than one by one.
         """
         ids = [str(i) for i in ids]
-        with self._writing() as m:
+        with self.writer.writing() as m:
             live = self.store.live_hashes(ids, m.generation)
             if live:
                 # Snapshot at once: deleted vectors leave the index file and their rows leave the
                 # store now, not at some later checkpoint (users delete for privacy reasons).
                 retire = [v[0] for v in live.values()]
-                self._commit(m, [], np.zeros((0, m.dim), np.float32), retire, force_snapshot=True)
+                m = self.writer.commit(m, Change(retire=retire, force_snapshot=True))
+                maintenance.rebuild_if_needed(self.writer, self.store, m)
         return len(live)
 
-    def _commit(
-        self,
-        m: Manifest,
-        rows: list[NewRow],
-        vectors: np.ndarray,
-        retire: list[int],
-        force_snapshot: bool = False,
-    ) -> Manifest:
-        gen = m.generation + 1
-        writer = VectorWriter(self.folder / "vectors", m.dim)
-        files = writer.append(m.vectors, vectors) if len(rows) else m.vectors
-        self.store.write(gen, rows, retire)
-        index = self.view.load_index()
-        if retire:
-            index.remove(np.asarray(retire, dtype=np.int64))
-        if rows:
-            index.add(np.asarray([r.internal_id for r in rows], dtype=np.int64), vectors)
-        changes = m.changes_since_snapshot + len(rows) + len(retire)
-        count = m.count + len(rows) - len(retire)
-        snapshot_gen = m.snapshot_generation
-        if force_snapshot or changes >= max(SNAPSHOT_MIN_CHANGES, SNAPSHOT_RATIO * count):
-            self._save_snapshot(index, gen)
-            snapshot_gen, changes = gen, 0
-        new = m.evolve(
-            generation=gen,
-            vectors=files,
-            next_id=m.next_id + len(rows),
-            count=count,
-            snapshot_generation=snapshot_gen,
-            changes_since_snapshot=changes,
-            index={**m.index, "state": index.state()},
-        )
-        write_manifest(self.folder, new)
-        self.view.adopt(new, index)
-        if snapshot_gen != m.snapshot_generation:
-            if m.snapshot_generation is not None:
-                snapshot_path(self.folder, m.snapshot_generation).unlink(missing_ok=True)
-            self.store.purge_dead(snapshot_gen)
-        return new
-
-    def _save_snapshot(self, index: Any, gen: int) -> None:
-        path = snapshot_path(self.folder, gen)
-        tmp = path.with_name(f".{path.name}.tmp")
-        index.save(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+    # -- upkeep (never calls the encoder) -----------------------------------------------------
 
     def checkpoint(self) -> None:
         """Snapshot the index now, so the next cold open replays nothing."""
-        with self._writing() as m:
+        with self.writer.writing() as m:
             if m.changes_since_snapshot or m.snapshot_generation is None:
-                self._commit(m, [], np.zeros((0, m.dim), np.float32), [], force_snapshot=True)
+                self.writer.commit(m, Change(force_snapshot=True))
+
+    def reindex(self, index: str, options: dict[str, Any] | None = None) -> Manifest:
+        """Switch to another index kind (or parameters), built from the stored vectors.
+
+        Readers keep searching the old index until the new one is committed.
+        """
+        self.registry.index_class(index)  # fail before taking the lock
+        with self.writer.writing() as m:
+            return maintenance.reindex(
+                self.writer, self.registry, self.store, m, index, dict(options or {})
+            )
+
+    def compact(self) -> Manifest:
+        """Drop the vectors and rows of deleted documents from disk and rebuild the index."""
+        with self.writer.writing() as m:
+            return maintenance.compact(self.writer, self.registry, self.store, m)
 
     def close(self) -> None:
         self.store.close()

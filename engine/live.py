@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from engine.errors import CorruptCollection
 from engine.manifest import Manifest, manifest_stamp, read_manifest
 from engine.registry import Registry
@@ -39,11 +37,11 @@ class LiveView:
         self._index_gen = -1
         self._index_base: tuple[Any, ...] | None = None  # (kind, params, snapshot gen, epoch)
 
-    def refresh(self) -> Manifest:
-        """Make manifest, vectors and (if loaded) index match the newest committed generation."""
+    def refresh(self, with_index: bool = False) -> Manifest:
+        """Make manifest, vectors and (if loaded or asked for) the index match the newest commit."""
         for attempt in range(RETRIES):
             try:
-                self._refresh_once()
+                self._refresh_once(with_index)
                 return self.manifest
             except (FileNotFoundError, CorruptCollection):
                 # A writer replaced a file between our reading the manifest and the file:
@@ -51,9 +49,10 @@ class LiveView:
                 if attempt == RETRIES - 1:
                     raise
                 self._stamp = None
+                self.index = None
         return self.manifest
 
-    def _refresh_once(self) -> None:
+    def _refresh_once(self, with_index: bool) -> None:
         stamp = manifest_stamp(self.folder)
         if stamp is None:
             raise CorruptCollection(f"{self.folder / 'manifest.json'} is missing")
@@ -63,13 +62,12 @@ class LiveView:
                 self.vectors = VectorFile(self.folder / "vectors", manifest.dim, manifest.vectors)
             self.manifest = manifest
             self._stamp = stamp
-        if self.index is not None:
+        if self.index is not None or with_index:
             self._sync_index()
 
     def load_index(self) -> VectorIndex:
         if self.index is None:
-            self.refresh()
-            self._sync_index()
+            self.refresh(with_index=True)
         assert self.index is not None
         return self.index
 
@@ -136,14 +134,3 @@ class LiveView:
             manifest.snapshot_generation,
             manifest.vectors.epoch,
         )
-
-
-def exact_top_k(
-    vectors: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k over a small candidate set (selective filters)."""
-    scores = vectors @ query
-    k = min(k, len(ids))
-    top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
-    order = top[np.argsort(-scores[top], kind="stable")]
-    return scores[order], ids[order]

@@ -294,6 +294,12 @@ class Store:
             b = conn.execute(select(func.max(d.gen_deleted))).scalar()
         return max(a or 0, b or 0)
 
+    def vacuum(self) -> None:
+        """Give the space of purged rows back to the file system (SQLite keeps it otherwise)."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM")
+
     def purge_dead(self, upto_gen: int) -> int:
         """Physically drop rows retired at or before ``upto_gen`` (no snapshot needs them)."""
         d = documents.c

@@ -141,3 +141,21 @@ def test_readers_see_commits_of_another_handle(engine, faq):
     assert reader.search("crypto entry", k=1)[0].id == "crypto"
     faq.delete(["crypto"])
     assert all(h.id != "crypto" for h in reader.search("crypto entry", k=5))
+
+
+def test_reindex_compact_and_checkpoint_keep_answers(engine, faq):
+    before = [(h.id, round(h.score, 5)) for h in faq.search("card lost", k=4)]
+    faq.add(texts=[f"filler text number {i}" for i in range(30)], ids=[f"f{i}" for i in range(30)])
+    faq.delete([f"f{i}" for i in range(30)])
+    tail = faq.folder / "vectors" / f"tail-{faq.manifest.vectors.epoch}.f32"
+    assert tail.stat().st_size == 34 * 64 * 4  # deleted vectors are still on disk
+    m = faq.compact()
+    assert m.vectors.base_rows == 4 and faq.count() == 4
+    assert not tail.exists()
+    assert [(h.id, round(h.score, 5)) for h in faq.search("card lost", k=4)] == before
+    assert m.history[-1]["event"] == "compact"
+    faq.checkpoint()
+    reopened = engine.open("faq")
+    assert [(h.id, round(h.score, 5)) for h in reopened.search("card lost", k=4)] == before
+    reopened.add(texts=["after compaction entry"], ids=["late"])
+    assert faq.search("after compaction entry", k=1)[0].id == "late"

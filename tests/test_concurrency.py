@@ -69,7 +69,7 @@ def test_second_writer_waits_then_fails_with_collection_locked(engine):
 
     engine.create("locked", encoder="fake-hash", options={"dim": 8})
     holder = Engine(engine.home, registry=engine.registry).open("locked")
-    holder._lock.acquire()
+    holder.writer._lock.acquire()
     try:
         other = Engine(engine.home, registry=engine.registry, lock_timeout=1.0).open("locked")
         started = time.monotonic()
@@ -78,6 +78,6 @@ def test_second_writer_waits_then_fails_with_collection_locked(engine):
         assert time.monotonic() - started >= 0.9
         assert other.count() == 0
     finally:
-        holder._lock.release()
+        holder.writer._lock.release()
     other.add(texts=["x"], ids=["x"])
     assert other.count() == 1

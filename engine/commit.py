@@ -1,0 +1,149 @@
+"""The write protocol of a collection: lock, recover, and commit one generation.
+
+Every write (add, delete, checkpoint, reindex, compaction, an automatic rebuild) goes through
+:meth:`Writer.commit`, so there is exactly one place where the order of durable steps is decided:
+vectors, then store rows, then the index snapshot, then the manifest rename that commits.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from engine.errors import CollectionLocked
+from engine.live import LiveView, snapshot_path
+from engine.manifest import Manifest, VectorFiles, fsync_dir, write_manifest
+from engine.store import NewRow, Store
+from engine.vectors import VectorWriter
+from indexes.base import VectorIndex
+
+#: Snapshot the index once this share of the collection changed since the last snapshot.
+SNAPSHOT_RATIO = 0.5
+SNAPSHOT_MIN_CHANGES = 1_000
+
+
+@dataclass
+class Change:
+    """One generation's worth of changes; the defaults change nothing."""
+
+    rows: list[NewRow] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+    retire: list[int] = field(default_factory=list)
+    force_snapshot: bool = False
+    index: VectorIndex | None = None  # a replacement index (reindex, rebuild, compaction)
+    index_kind: dict[str, Any] | None = None  # its {"kind", "params"} when the kind changes
+    vector_files: VectorFiles | None = None  # a compaction's new epoch
+    event: dict[str, Any] | None = None  # recorded in the manifest's history
+
+
+class Writer:
+    def __init__(self, folder: Path, store: Store, view: LiveView, lock_timeout: float) -> None:
+        self.folder = folder
+        self.store = store
+        self.view = view
+        self.lock_timeout = lock_timeout
+        self._lock = FileLock(str(folder / "write.lock"), timeout=lock_timeout)
+        self.vectors = VectorWriter(folder / "vectors", view.manifest.dim)
+
+    @contextmanager
+    def writing(self) -> Iterator[Manifest]:
+        """Hold the write lock, undo whatever a killed writer left, yield the committed state."""
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise CollectionLocked(
+                f"collection {self.folder.name!r} is being written by another process "
+                f"(waited {self.lock_timeout:g} s); try again when it finishes"
+            ) from None
+        try:
+            m = self.view.refresh()
+            self._recover(m)
+            yield m
+        finally:
+            self._lock.release()
+
+    def _recover(self, m: Manifest) -> None:
+        if self.store.max_generation() > m.generation:
+            self.store.rollback_after(m.generation)
+        self.vectors.truncate_uncommitted(m.vectors)
+        keep = set()
+        if m.snapshot_generation is not None:
+            keep.add(snapshot_path(self.folder, m.snapshot_generation).name)
+        for path in self.folder.glob("index-*.faiss"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+        for path in self.folder.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+        self.vectors.remove_epochs_before(m.vectors.epoch)
+
+    def commit(self, m: Manifest, change: Change) -> Manifest:
+        gen = m.generation + 1
+        files = change.vector_files or m.vectors
+        if change.rows:
+            files = self.vectors.append(files, change.vectors)
+        self.store.write(gen, change.rows, change.retire)
+        index = change.index or self.view.load_index()
+        if change.index is None:
+            if change.retire:
+                index.remove(np.asarray(change.retire, dtype=np.int64))
+            if change.rows:
+                ids = np.asarray([r.internal_id for r in change.rows], dtype=np.int64)
+                index.add(ids, change.vectors)
+        count = m.count + len(change.rows) - len(change.retire)
+        changes = m.changes_since_snapshot + len(change.rows) + len(change.retire)
+        history = list(m.history)
+        history.extend(_switch_events(m.index.get("state", {}), index.state()))
+        if change.event:
+            history.append({"at": time.time(), "generation": gen, **change.event})
+        snapshot_gen = m.snapshot_generation
+        replaced = change.index is not None or change.vector_files is not None
+        if (
+            replaced
+            or change.force_snapshot
+            or changes >= max(SNAPSHOT_MIN_CHANGES, SNAPSHOT_RATIO * count)
+        ):
+            self._save_snapshot(index, gen)
+            snapshot_gen, changes = gen, 0
+        index_meta = {**m.index, **(change.index_kind or {}), "state": index.state()}
+        new = m.evolve(
+            generation=gen,
+            vectors=files,
+            next_id=m.next_id + len(change.rows),
+            count=count,
+            snapshot_generation=snapshot_gen,
+            changes_since_snapshot=changes,
+            index=index_meta,
+            history=tuple(history),
+        )
+        write_manifest(self.folder, new)  # the commit
+        self.view.adopt(new, index)
+        if snapshot_gen != m.snapshot_generation:
+            if m.snapshot_generation is not None:
+                snapshot_path(self.folder, m.snapshot_generation).unlink(missing_ok=True)
+            self.store.purge_dead(snapshot_gen)
+        return new
+
+    def _save_snapshot(self, index: VectorIndex, gen: int) -> None:
+        path = snapshot_path(self.folder, gen)
+        tmp = path.with_name(f".{path.name}.tmp")
+        index.save(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+
+
+def _switch_events(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """Index kind switches that `auto` made during this commit, for the manifest's history."""
+    before = len(old.get("switches", []))
+    return [
+        {"at": time.time(), "event": "auto-switch", **s} for s in new.get("switches", [])[before:]
+    ]

@@ -1,0 +1,105 @@
+"""Index upkeep that never calls the encoder: rebuild, reindex, compaction.
+
+All three read the exact vectors the collection keeps and commit through the normal write
+protocol, so readers keep searching the previous generation until the manifest switches, and a
+crash half-way leaves the old generation in force.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine.commit import Change, Writer
+from engine.live import LiveView
+from engine.manifest import Manifest
+from engine.registry import Registry
+from engine.store import Store
+from engine.vectors import VectorFile
+from indexes.base import VectorIndex
+
+CHUNK = 65_536
+
+
+def build_index(
+    registry: Registry, kind: str, params: dict[str, Any], view: LiveView, live: np.ndarray
+) -> VectorIndex:
+    """A fresh index of ``kind`` over the live ids, from the stored exact vectors."""
+    return new_index(registry, kind, params, view.vectors, live)
+
+
+def new_index(
+    registry: Registry, kind: str, params: dict[str, Any], vectors: VectorFile, live: np.ndarray
+) -> VectorIndex:
+    index = registry.index_class(kind)(vectors.dim, **params)
+    index.attach_vectors(vectors)
+    fill(index, vectors, live)
+    return index
+
+
+def fill(index: VectorIndex, vectors: VectorFile, live: np.ndarray) -> None:
+    """Load ``live`` into ``index``: in one go where the kind trains on it, else in chunks."""
+    rebuild = getattr(index, "rebuild", None)
+    if rebuild is not None:
+        rebuild(live, vectors.get(live))
+        return
+    for start in range(0, len(live), CHUNK):
+        chunk = live[start : start + CHUNK]
+        index.add(chunk, vectors.get(chunk))
+
+
+def reindex(
+    writer: Writer,
+    registry: Registry,
+    store: Store,
+    m: Manifest,
+    kind: str,
+    params: dict[str, Any],
+) -> Manifest:
+    live = store.live_ids(m.generation)
+    index = build_index(registry, kind, params, writer.view, live)
+    return writer.commit(
+        m,
+        Change(
+            index=index,
+            index_kind={"kind": kind, "params": index.params},
+            event={"event": "reindex", "from": m.index["kind"], "to": kind, "count": len(live)},
+        ),
+    )
+
+
+def rebuild_if_needed(writer: Writer, store: Store, m: Manifest) -> Manifest:
+    """Rebuild the index from exact vectors when it says it drifted or holds too many deletes."""
+    index = writer.view.load_index()
+    reason = index.needs_rebuild()
+    if not reason:
+        return m
+    live = store.live_ids(m.generation)
+    if hasattr(index, "rebuild"):
+        index.rebuild(live, writer.view.vectors.get(live))
+    else:
+        index = build_index(
+            writer.view.registry, m.index["kind"], m.index.get("params", {}), writer.view, live
+        )
+    return writer.commit(m, Change(index=index, event={"event": "rebuild", "reason": reason}))
+
+
+def compact(writer: Writer, registry: Registry, store: Store, m: Manifest) -> Manifest:
+    """Rewrite the exact vectors without dead rows, rebuild the index, purge dead rows."""
+    live = store.live_ids(m.generation)
+    files = writer.vectors.compact(writer.view.vectors, live, m.next_id)
+    fresh = VectorFile(writer.view.folder / "vectors", m.dim, files)
+    index = new_index(registry, m.index["kind"], m.index.get("params", {}), fresh, live)
+    dead = m.next_id - len(live)
+    new = writer.commit(
+        m,
+        Change(
+            index=index,
+            vector_files=files,
+            event={"event": "compact", "live": len(live), "dropped_rows": int(dead)},
+        ),
+    )
+    writer.vectors.remove_epochs_before(files.epoch)
+    store.vacuum()
+    return new
