@@ -40,8 +40,12 @@ def _parse_options(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
 
 
 @click.group(cls=_Group, epilog=EXAMPLES_HOME)
-@click.option("--home", type=click.Path(file_okay=False), envvar="HUBSEARCH_HOME",
-              help="Folder holding the collections.")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False),
+    envvar="HUBSEARCH_HOME",
+    help="Folder holding the collections.",
+)
 @click.version_option(package_name="hubsearch")
 @click.pass_context
 def cli(ctx: click.Context, home: str | None) -> None:
@@ -81,16 +85,32 @@ def plugins(as_json: bool) -> None:
 @cli.command()
 @click.argument("name")
 @click.option("--encoder", "-e", required=True, help="Encoder plugin, see `hubsearch plugins`.")
-@click.option("--index", "-i", "index_kind", default=None,
-              help="Index kind: flat (exact), hnsw, ivfpq, auto.")
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Encoder option (or index option: prefix with 'index.', or any key only "
-                   "the index knows). Repeatable.")
-@click.option("--store-url", default=None, help="SQLAlchemy URL of the metadata store "
-              "(default: SQLite inside the collection folder).")
+@click.option(
+    "--index", "-i", "index_kind", default=None, help="Index kind: flat (exact), hnsw, ivfpq, auto."
+)
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Encoder option (or index option: prefix with 'index.', or any key only "
+    "the index knows). Repeatable.",
+)
+@click.option(
+    "--store-url",
+    default=None,
+    help="SQLAlchemy URL of the metadata store (default: SQLite inside the collection folder).",
+)
 @click.pass_context
-def create(ctx: click.Context, name: str, encoder: str, index_kind: str | None,
-           options: tuple[str, ...], store_url: str | None) -> None:
+def create(
+    ctx: click.Context,
+    name: str,
+    encoder: str,
+    index_kind: str | None,
+    options: tuple[str, ...],
+    store_url: str | None,
+) -> None:
     """Create an empty collection NAME that embeds with ENCODER.
 
     \b
@@ -101,16 +121,26 @@ def create(ctx: click.Context, name: str, encoder: str, index_kind: str | None,
     from engine.api import DEFAULT_INDEX
 
     eng = _engine(ctx)
-    enc_opts, idx_opts = _route_options(eng, encoder, index_kind or DEFAULT_INDEX,
-                                        _parse_options(options, "-o"))
-    col = eng.create(name, encoder=encoder, index=index_kind or DEFAULT_INDEX, options=enc_opts,
-                     index_options=idx_opts, store_url=store_url)
-    click.echo(f"created {name!r}: encoder {encoder} ({col.dim}-d), "
-               f"index {index_kind or DEFAULT_INDEX}, in {col.folder}")
+    enc_opts, idx_opts = _route_options(
+        eng, encoder, index_kind or DEFAULT_INDEX, _parse_options(options, "-o")
+    )
+    col = eng.create(
+        name,
+        encoder=encoder,
+        index=index_kind or DEFAULT_INDEX,
+        options=enc_opts,
+        index_options=idx_opts,
+        store_url=store_url,
+    )
+    click.echo(
+        f"created {name!r}: encoder {encoder} ({col.dim}-d), "
+        f"index {index_kind or DEFAULT_INDEX}, in {col.folder}"
+    )
 
 
-def _route_options(eng: Any, encoder: str, index: str, options: dict[str, str]
-                   ) -> tuple[dict[str, str], dict[str, str]]:
+def _route_options(
+    eng: Any, encoder: str, index: str, options: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
     """Split -o options between encoder and index: explicit prefixes, else whoever knows it."""
     enc = {k[8:]: v for k, v in options.items() if k.startswith("encoder.")}
     idx = {k[6:]: v for k, v in options.items() if k.startswith("index.")}
@@ -137,20 +167,39 @@ def _route_options(eng: Any, encoder: str, index: str, options: dict[str, str]
 @cli.command()
 @click.argument("name")
 @click.argument("paths", nargs=-1, required=True, metavar="FILE_OR_DIR...")
-@click.option("--id-field", default=None, help="Field holding each row's id (default: 'id' "
-              "if present, else FILE:LINE).")
+@click.option(
+    "--id-field",
+    default=None,
+    help="Field holding each row's id (default: 'id' if present, else FILE:LINE).",
+)
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text.")
-@click.option("--meta-field", "meta_fields", multiple=True,
-              help="Field to keep as metadata (repeatable; default: all other fields).")
-@click.option("--sidecar", type=click.Path(exists=True, dir_okay=False),
-              help="CSV/JSONL of image metadata keyed by file name (field 'file').")
+@click.option(
+    "--meta-field",
+    "meta_fields",
+    multiple=True,
+    help="Field to keep as metadata (repeatable; default: all other fields).",
+)
+@click.option(
+    "--sidecar",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV/JSONL of image metadata keyed by file name (field 'file').",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Items per model call.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 @click.pass_context
-def add(ctx: click.Context, name: str, paths: tuple[str, ...], id_field: str | None,
-        text_field: str, meta_fields: tuple[str, ...], sidecar: str | None,
-        batch_size: int | None, as_json: bool, progress: bool | None) -> None:
+def add(
+    ctx: click.Context,
+    name: str,
+    paths: tuple[str, ...],
+    id_field: str | None,
+    text_field: str,
+    meta_fields: tuple[str, ...],
+    sidecar: str | None,
+    batch_size: int | None,
+    as_json: bool,
+    progress: bool | None,
+) -> None:
     """Add (or update, by id) documents from JSONL, CSV, text files or image folders.
 
     Text files: JSONL (one object per line), CSV/TSV (header row) or plain text (one document
@@ -177,9 +226,15 @@ def add(ctx: click.Context, name: str, paths: tuple[str, ...], id_field: str | N
     if text_paths:
         rows = [row for path in text_paths for row in read_rows(path, fields)]
         _check_unique_across(rows)
-        report.merge(col.add(texts=[r.text for r in rows], ids=[r.id for r in rows],
-                             metadata=[r.metadata for r in rows], batch_size=batch_size,
-                             progress=progress))
+        report.merge(
+            col.add(
+                texts=[r.text for r in rows],
+                ids=[r.id for r in rows],
+                metadata=[r.metadata for r in rows],
+                batch_size=batch_size,
+                progress=progress,
+            )
+        )
     if image_args:
         report.merge(_add_images(col, image_args, sidecar, batch_size, progress))
     show_report(report, time.perf_counter() - started, as_json)
@@ -195,8 +250,9 @@ def _check_unique_across(rows: list[Any]) -> None:
         seen[row.id] = row.where
 
 
-def _add_images(col: Any, args: list[str], sidecar: str | None, batch_size: int | None,
-                progress: bool) -> Any:
+def _add_images(
+    col: Any, args: list[str], sidecar: str | None, batch_size: int | None, progress: bool
+) -> Any:
     from engine.errors import BadInput
     from engine.images import expand_image_paths
 
@@ -206,8 +262,9 @@ def _add_images(col: Any, args: list[str], sidecar: str | None, batch_size: int 
     ids = _image_ids(files, args)
     meta = read_sidecar(Path(sidecar), "file") if sidecar else {}
     metadata = [meta.get(i, meta.get(f.name, {})) for i, f in zip(ids, files, strict=True)]
-    return col.add(images=files, ids=ids, metadata=metadata, batch_size=batch_size,
-                   progress=progress)
+    return col.add(
+        images=files, ids=ids, metadata=metadata, batch_size=batch_size, progress=progress
+    )
 
 
 def _image_ids(files: list[Path], args: list[str]) -> list[str]:
@@ -225,14 +282,26 @@ def _image_ids(files: list[Path], args: list[str]) -> list[str]:
 @click.argument("name")
 @click.argument("query", required=False)
 @click.option("--image", type=click.Path(dir_okay=False), help="Search by an example image.")
-@click.option("-k", "k", type=click.IntRange(1, 10_000), default=5, show_default=True,
-              help="Number of hits.")
-@click.option("--where", default=None, metavar="JSON",
-              help='Metadata filter, e.g. \'{"lang": "de", "year": {"$gte": 2020}}\'.')
+@click.option(
+    "-k", "k", type=click.IntRange(1, 10_000), default=5, show_default=True, help="Number of hits."
+)
+@click.option(
+    "--where",
+    default=None,
+    metavar="JSON",
+    help='Metadata filter, e.g. \'{"lang": "de", "year": {"$gte": 2020}}\'.',
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")
 @click.pass_context
-def search(ctx: click.Context, name: str, query: str | None, image: str | None, k: int,
-           where: str | None, as_json: bool) -> None:
+def search(
+    ctx: click.Context,
+    name: str,
+    query: str | None,
+    image: str | None,
+    k: int,
+    where: str | None,
+    as_json: bool,
+) -> None:
     """Find the K documents closest to QUERY (or to --image), optionally filtered.
 
     \b
@@ -278,11 +347,15 @@ def get(ctx: click.Context, name: str, ids: tuple[str, ...], as_json: bool) -> N
 
     for ext, doc in zip(ids, _engine(ctx).open(name).get(list(ids)), strict=True):
         if as_json:
-            emit_json(None if doc is None else
-                      {"id": doc.id, "content": doc.content, "metadata": doc.metadata})
+            emit_json(
+                None
+                if doc is None
+                else {"id": doc.id, "content": doc.content, "metadata": doc.metadata}
+            )
         else:
-            click.echo(f"{ext}: not found" if doc is None else
-                       f"{doc.id}: {doc.content}  {doc.metadata}")
+            click.echo(
+                f"{ext}: not found" if doc is None else f"{doc.id}: {doc.content}  {doc.metadata}"
+            )
 
 
 @cli.command()
@@ -319,8 +392,14 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     for name in eng.list():
         m = eng.info(name)
         if as_json:
-            emit_json({"name": name, "count": m.count, "encoder": m.encoder["name"],
-                       "index": m.index["kind"]})
+            emit_json(
+                {
+                    "name": name,
+                    "count": m.count,
+                    "encoder": m.encoder["name"],
+                    "index": m.index["kind"],
+                }
+            )
         else:
             click.echo(f"{name:<24} {m.count:>10,} docs  {m.encoder['name']:<18} {m.index['kind']}")
 
@@ -343,14 +422,73 @@ def drop(ctx: click.Context, name: str, yes: bool) -> None:
     click.echo(f"dropped {name!r}")
 
 
+@cli.command()
+@click.argument("name")
+@click.option("--index", "-i", "index_kind", required=True, help="New index kind.")
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Index option, e.g. -o M=32 -o efSearch=128. Repeatable.",
+)
+@click.pass_context
+def reindex(ctx: click.Context, name: str, index_kind: str, options: tuple[str, ...]) -> None:
+    """Rebuild NAME's index as another kind, from the stored vectors (no re-encoding).
+
+    Searches keep running on the old index until the new one is committed.
+
+    \b
+    hubsearch reindex faq --index hnsw -o M=32
+    hubsearch reindex faq --index flat
+    """
+    col = _engine(ctx).open(name)
+    started = time.perf_counter()
+    m = col.reindex(index_kind, _parse_options(options, "-o"))
+    click.echo(
+        f"reindexed {name!r} as {index_kind} ({m.count:,} vectors) "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+
+
+@cli.command()
+@click.argument("name")
+@click.pass_context
+def compact(ctx: click.Context, name: str) -> None:
+    """Reclaim the disk space of deleted documents and rebuild the index.
+
+    \b
+    hubsearch compact faq
+    """
+    eng = _engine(ctx)
+    col = eng.open(name)
+    before = _disk_bytes(col.folder)
+    col.compact()
+    click.echo(
+        f"compacted {name!r}: {before / 2**20:.1f} MiB -> {_disk_bytes(col.folder) / 2**20:.1f} MiB"
+    )
+
+
+def _disk_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 @cli.command(name="export-encoder")
 @click.argument("encoder")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Encoder option. Repeatable.")
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Encoder option. Repeatable.",
+)
 @click.pass_context
-def export_encoder(ctx: click.Context, encoder: str, directory: str,
-                   options: tuple[str, ...]) -> None:
+def export_encoder(
+    ctx: click.Context, encoder: str, directory: str, options: tuple[str, ...]
+) -> None:
     """Write ENCODER as a TensorFlow SavedModel that anyone can load with TF Hub.
 
     \b

@@ -179,6 +179,8 @@ def test_plugins_lists_broken_plugin_and_keeps_the_others(run):
         "list",
         "drop",
         "export-encoder",
+        "reindex",
+        "compact",
     ],
 )
 def test_every_command_help_teaches_by_example(run, command):
@@ -198,3 +200,19 @@ def test_console_script_exits_non_zero_with_one_line(tmp_path, fake_site):
     )
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"Error: no collection named 'nope' in {tmp_path}"
+
+
+def test_reindex_and_compact_commands(run, faq):
+    before = run("search", "faq", "reset pin", "--json").output
+    assert "reindexed 'faq' as flat" in run("reindex", "faq", "--index", "flat").output
+    run("delete", "faq", "lost")
+    assert "compacted 'faq'" in run("compact", "faq").output
+    after = [
+        json.loads(x)["id"]
+        for x in run("search", "faq", "reset pin", "--json").output.split("\n")
+        if x
+    ]
+    assert after == [
+        json.loads(x)["id"] for x in before.splitlines() if json.loads(x)["id"] != "lost"
+    ]
+    assert "unknown index kind 'nope'" in run("reindex", "faq", "--index", "nope", ok=False).output
