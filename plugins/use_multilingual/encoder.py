@@ -65,12 +65,19 @@ class UseMultilingualEncoder(EncoderBase):
         The folder is usable without hubsearch (``hub.load``/``hub.KerasLayer`` after ``import
         tensorflow_text``) and as ``handle=<folder>`` here, where it gets its own fingerprint.
         """
-        if self.settings.source == HUB:
-            raise BadInput("export writes the bundled encoder; this one loads a TF Hub handle")
         from plugins.use_multilingual.export import export_savedmodel
 
-        model = self._load()
-        return export_savedmodel(model.graph, directory)  # type: ignore[attr-defined]
+        return export_savedmodel(self.tf_module(), directory)
+
+    def tf_module(self) -> Any:
+        """The bundled model as a ``tf.Module`` (loading it): callable ``string[N] -> [N, 512]``,
+        for embedding in another TensorFlow graph; ``encode_ids`` takes token ids instead."""
+        if self.settings.source == HUB:
+            raise BadInput(
+                "encoder 'use-multilingual' with a TF Hub handle has no bundled graph "
+                "(export and tf_module need source=bundled)"
+            )
+        return self._load().graph  # type: ignore[attr-defined]
 
     def _load(self) -> Callable[[list[bytes]], np.ndarray]:
         if self._model is None:
