@@ -6,6 +6,7 @@ machine-readable lines for scripts.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -505,6 +506,8 @@ def export_encoder(
 
 
 def main() -> None:
+    # TensorFlow's C++ start-up chatter would drown the one-line output users script against.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cli(prog_name="hubsearch")
 
 
