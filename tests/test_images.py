@@ -221,7 +221,11 @@ for path in sys.argv[1:]:
     a = as_rgb_array(path, path, min_side=448)
     out[path] = [list(a.shape), int(a.min()), int(a.max()), time.perf_counter() - start]
 out["limit_restored"] = Image.MAX_IMAGE_PIXELS == limit
-out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+try:  # VmHWM starts afresh at exec; ru_maxrss may carry the parent's size over a fork
+    status = open("/proc/self/status").read()
+    out["peak_mb"] = int(status.split("VmHWM:")[1].split()[0]) / 1024
+except (OSError, IndexError):
+    out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(out))
 """
 
