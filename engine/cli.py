@@ -284,6 +284,18 @@ def _image_ids(files: list[Path], args: list[str]) -> list[str]:
 @click.argument("query", required=False)
 @click.option("--image", type=click.Path(dir_okay=False), help="Search by an example image.")
 @click.option(
+    "--queries",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Search every row of a JSONL/CSV/text file (batched); prints one result "
+    "per query, with the query row's own fields.",
+)
+@click.option(
+    "--text-field",
+    default="text",
+    show_default=True,
+    help="With --queries: the field holding the query text.",
+)
+@click.option(
     "-k", "k", type=click.IntRange(1, 10_000), default=5, show_default=True, help="Number of hits."
 )
 @click.option(
@@ -292,13 +304,17 @@ def _image_ids(files: list[Path], args: list[str]) -> list[str]:
     metavar="JSON",
     help='Metadata filter, e.g. \'{"lang": "de", "year": {"$gte": 2020}}\'.',
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per hit (per query with --queries)."
+)
 @click.pass_context
 def search(
     ctx: click.Context,
     name: str,
     query: str | None,
     image: str | None,
+    queries: str | None,
+    text_field: str,
     k: int,
     where: str | None,
     as_json: bool,
@@ -309,13 +325,22 @@ def search(
     hubsearch search faq "my card was swallowed by the ATM" -k 3
     hubsearch search faq "carte bloquée" --where '{"lang": {"$in": ["fr", "de"]}}'
     hubsearch search photos --image query.jpg --json
+    hubsearch search faq --queries test.csv -k 1 --json > results.jsonl
     Filters: a bare value ($eq), $ne $gt $gte $lt $lte $in $nin $exists, $and, $or.
     """
-    from engine.cli_format import show_hits
+    from engine.cli_format import show_hits, show_query_results
+    from engine.errors import BadInput
     from engine.filters import parse_where
 
     filt = parse_where(where)
+    if sum(x is not None for x in (query, image, queries)) != 1:
+        raise BadInput("search needs exactly one of: QUERY, --image PATH, --queries FILE")
     col = _engine(ctx).open(name)
+    if queries is not None:
+        rows = read_rows(Path(queries), Fields(text=text_field))
+        results = col.search_many([r.text for r in rows], k=k, where=filt)
+        show_query_results(rows, results, as_json)
+        return
     show_hits(col.search(query, image=image, k=k, where=filt), as_json)
 
 

@@ -17,12 +17,21 @@ def short(text: str, width: int = 90) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def hit_json(rank: int, hit: Any) -> dict[str, Any]:
+    return {
+        "rank": rank,
+        "id": hit.id,
+        "score": round(hit.score, 6),
+        "content": hit.content,
+        "metadata": hit.metadata,
+        "modality": hit.modality,
+    }
+
+
 def show_hits(hits: list[Any], as_json: bool) -> None:
     if as_json:
         for rank, hit in enumerate(hits, 1):
-            emit_json({"rank": rank, "id": hit.id, "score": round(hit.score, 6),
-                       "content": hit.content, "metadata": hit.metadata,
-                       "modality": hit.modality})
+            emit_json(hit_json(rank, hit))
         return
     if not hits:
         click.echo("no hits")
@@ -31,14 +40,37 @@ def show_hits(hits: list[Any], as_json: bool) -> None:
         click.echo(f"{rank:>3}. {hit.score:.4f}  {hit.id}  {short(hit.content)}{meta}")
 
 
+def show_query_results(rows: list[Any], results: list[list[Any]], as_json: bool) -> None:
+    for row, hits in zip(rows, results, strict=True):
+        if as_json:
+            emit_json(
+                {
+                    "query": row.text,
+                    "query_id": row.id,
+                    "query_metadata": row.metadata,
+                    "hits": [hit_json(r, h) for r, h in enumerate(hits, 1)],
+                }
+            )
+        else:
+            click.echo(f"{row.where}: {short(row.text)}")
+            show_hits(hits, False)
+
+
 def show_report(report: Any, seconds: float, as_json: bool) -> None:
     done = report.added + report.updated
     rate = done / seconds if seconds > 0 else 0.0
     if as_json:
-        emit_json({"added": report.added, "updated": report.updated,
-                   "unchanged": report.unchanged, "skipped": len(report.skipped),
-                   "skipped_items": [{"item": i, "reason": r} for i, r in report.skipped],
-                   "seconds": round(seconds, 3), "items_per_second": round(rate, 1)})
+        emit_json(
+            {
+                "added": report.added,
+                "updated": report.updated,
+                "unchanged": report.unchanged,
+                "skipped": len(report.skipped),
+                "skipped_items": [{"item": i, "reason": r} for i, r in report.skipped],
+                "seconds": round(seconds, 3),
+                "items_per_second": round(rate, 1),
+            }
+        )
         return
     for item, reason in report.skipped:
         click.echo(f"skipped {item}: {reason}", err=True)
@@ -51,9 +83,16 @@ def show_report(report: Any, seconds: float, as_json: bool) -> None:
 def show_plugins(infos: list[Any], as_json: bool) -> None:
     if as_json:
         for info in infos:
-            emit_json({"group": info.group, "name": info.name, "entry_point": info.target,
-                       "distribution": info.distribution, "loads": info.loads,
-                       "error": info.error})
+            emit_json(
+                {
+                    "group": info.group,
+                    "name": info.name,
+                    "entry_point": info.target,
+                    "distribution": info.distribution,
+                    "loads": info.loads,
+                    "error": info.error,
+                }
+            )
         return
     for group in sorted({i.group for i in infos}):
         click.echo(f"{group}:")
@@ -65,11 +104,18 @@ def show_plugins(infos: list[Any], as_json: bool) -> None:
 def manifest_summary(manifest: Any, folder: Any) -> dict[str, Any]:
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     return {
-        "name": manifest.name, "count": manifest.count, "dim": manifest.dim,
-        "encoder": manifest.encoder["name"], "encoder_options": manifest.encoder["options"],
-        "fingerprint": manifest.encoder["fingerprint"], "index": manifest.index,
-        "generation": manifest.generation, "snapshot_generation": manifest.snapshot_generation,
-        "disk_bytes": size, "path": str(folder), "history": list(manifest.history),
+        "name": manifest.name,
+        "count": manifest.count,
+        "dim": manifest.dim,
+        "encoder": manifest.encoder["name"],
+        "encoder_options": manifest.encoder["options"],
+        "fingerprint": manifest.encoder["fingerprint"],
+        "index": manifest.index,
+        "generation": manifest.generation,
+        "snapshot_generation": manifest.snapshot_generation,
+        "disk_bytes": size,
+        "path": str(folder),
+        "history": list(manifest.history),
     }
 
 
@@ -77,6 +123,15 @@ def show_info(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(summary)
         return
-    for key in ("name", "count", "dim", "encoder", "encoder_options", "index", "generation",
-                "disk_bytes", "path"):
+    for key in (
+        "name",
+        "count",
+        "dim",
+        "encoder",
+        "encoder_options",
+        "index",
+        "generation",
+        "disk_bytes",
+        "path",
+    ):
         click.echo(f"{key:>16}: {summary[key]}")

@@ -117,23 +117,64 @@ class Collection:
         given = [x is not None for x in (query, image, vector)]
         if sum(given) != 1:
             raise BadInput("search takes exactly one of: a text query, image=, vector=")
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise BadInput(f"k must be a positive integer, got {k!r}")
+        _check_k(k)
         where = parse_where(where)
         q = self._query_vector(query, image, vector)
+        return self._search_vectors(q[None, :], k, where)[0]
+
+    def search_many(
+        self,
+        queries: Sequence[str] | None = None,
+        *,
+        images: Sequence[Any] | None = None,
+        vectors: Any = None,
+        k: int = 10,
+        where: dict[str, Any] | str | None = None,
+        batch_size: int | None = None,
+    ) -> list[list[Hit]]:
+        """Search many queries at once: encoded in batches, one index call when unfiltered."""
+        if sum(x is not None for x in (queries, images, vectors)) != 1:
+            raise BadInput("search_many takes exactly one of: queries=, images=, vectors=")
+        _check_k(k)
+        where = parse_where(where)
+        if vectors is not None:
+            q = validate_vectors(vectors, self.dim, "vectors")
+        else:
+            modality = TEXT if queries is not None else IMAGE
+            items = list(queries if queries is not None else images)
+            if modality == TEXT:
+                for i, text in enumerate(items):
+                    if not isinstance(text, str) or not text.strip():
+                        raise BadInput(f"query {i}: text is empty")
+            check_modality(self.encoder, modality)
+            step = max(1, batch_size or self.encoder.batch_size)
+            parts = [
+                self.encoder.encode(items[s : s + step], modality)
+                for s in range(0, len(items), step)
+            ]
+            q = np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+        return self._search_vectors(q, k, where)
+
+    def _search_vectors(
+        self, q: np.ndarray, k: int, where: dict[str, Any] | None
+    ) -> list[list[Hit]]:
         m = self.view.refresh()
         if where is not None:
             self.store.check_fields(where)
         for _ in range(3):
-            ids, scores = self.planner.candidates(q, k, where, m)
-            docs = self.store.fetch(ids, m.generation)
-            if len(docs) == len(ids) or len(ids) == 0:
+            found = self.planner.candidates_many(q, k, where, m)
+            wanted = np.concatenate([ids for ids, _ in found]) if found else np.zeros(0, int)
+            docs = self.store.fetch(np.unique(wanted), m.generation)
+            if len(docs) == len(np.unique(wanted)):
                 break
             m = self.view.refresh()  # a concurrent compaction purged rows: look again
         return [
-            Hit(docs[i].id, float(s), docs[i].content, docs[i].metadata, docs[i].modality)
-            for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
-            if i in docs
+            [
+                Hit(docs[i].id, float(s), docs[i].content, docs[i].metadata, docs[i].modality)
+                for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
+                if i in docs
+            ]
+            for ids, scores in found
         ]
 
     def _query_vector(self, query: Any, image: Any, vector: Any) -> np.ndarray:
@@ -316,6 +357,11 @@ class Collection:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _check_k(k: Any) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise BadInput(f"k must be a positive integer, got {k!r}")
 
 
 def check_same_space(manifest: Manifest, encoder: Encoder) -> None:

@@ -30,6 +30,15 @@ class Planner:
         self.store = store
         self._filter_cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
 
+    def candidates_many(
+        self, q: np.ndarray, k: int, where: dict[str, Any] | None, m: Manifest
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query (ids, scores); unfiltered queries share one index call."""
+        if where is None and len(q):
+            scores, ids = self.view.load_index().search(q, k)
+            return [(i[i >= 0], s[i >= 0]) for i, s in zip(ids, scores, strict=True)]
+        return [self.candidates(row, k, where, m) for row in q]
+
     def candidates(
         self, q: np.ndarray, k: int, where: dict[str, Any] | None, m: Manifest
     ) -> tuple[np.ndarray, np.ndarray]:
