@@ -33,6 +33,9 @@ PIL_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 MAX_SOURCE_PIXELS = 1 << 30
 #: Decoded rasters larger than this are reduced (box filter) before anything else touches them.
 MAX_DECODED_PIXELS = 1 << 24
+#: Largest raster decoded whole when the format has no reduced-size decoding (interlaced or
+#: 16-bit PNG, BMP, GIF, WebP): a 16,000 x 16,000 RGB image.
+MAX_FULL_DECODE_BYTES = 1 << 30
 #: Decode at least this many pixels on the short side per pixel of encoder input.
 DECODE_OVERSAMPLING = 2
 
@@ -216,6 +219,11 @@ def _decode(fp: Any, label: str, min_side: int | None) -> np.ndarray:
             elif im.format == "PNG" and factor > 1 and png_stream.can_stream(fp):
                 reduced = png_stream.decode_reduced(fp, factor, flatten=_flatten)
                 return _finish(reduced, label, min_side, orientation)
+            if factor > 1 and _raster_bytes(im) > MAX_FULL_DECODE_BYTES:
+                raise BadInput(
+                    f"{label}: {width}x{height} {im.format} cannot be decoded at reduced size "
+                    "and is too large to decode whole; convert it to JPEG or 8-bit PNG"
+                )
             if im.format == "GIF":
                 im.seek(0)
             im.load()
@@ -236,6 +244,12 @@ def _reduction(size: tuple[int, int], min_side: int | None) -> int:
     while (width // factor) * (height // factor) > MAX_DECODED_PIXELS:
         factor += 1
     return factor
+
+
+def _raster_bytes(im: Any) -> int:
+    """Memory Pillow needs to hold ``im`` decoded (it pads 3-band pixels to 4 bytes)."""
+    per_pixel = 1 if im.mode in ("1", "L", "P") else 2 if im.mode.startswith("I;16") else 4
+    return im.size[0] * im.size[1] * per_pixel
 
 
 def _orientation(im: Any) -> int:
