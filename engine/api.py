@@ -141,6 +141,28 @@ class Engine:
             raise CollectionNotFound(f"no collection named {name!r} in {self.home}")
         return read_manifest(folder)
 
+    def verify(self, name: str) -> list[str]:
+        """Problems found in a collection's files (empty when healthy); changes nothing."""
+        from engine.repair import diagnose
+
+        return diagnose(self._existing(name), self.registry)
+
+    def repair(self, name: str) -> list[str]:
+        """Rebuild what can be rebuilt (index, damaged vectors); returns the actions taken."""
+        from engine.repair import repair
+
+        actions = repair(self._existing(name), self.registry, self.build_encoder, self.lock_timeout)
+        col = self.open(name)
+        col.checkpoint()  # the rebuilt index gets a fresh, checksummed snapshot
+        col.close()
+        return actions
+
+    def _existing(self, name: str) -> Path:
+        folder = self._folder(name)
+        if not (folder / MANIFEST).exists():
+            raise CollectionNotFound(f"no collection named {name!r} in {self.home}")
+        return folder
+
     def list(self) -> list[str]:
         if not self.home.is_dir():
             return []

@@ -500,6 +500,38 @@ def _disk_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+@cli.command()
+@click.argument("name")
+@click.pass_context
+def verify(ctx: click.Context, name: str) -> None:
+    """Check a collection's files (checksums, sizes, store vs index); exit 1 if damaged.
+
+    \b
+    hubsearch verify faq && echo healthy
+    """
+    problems = _engine(ctx).verify(name)
+    for problem in problems:
+        click.echo(f"damaged: {problem}", err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"{name!r} is healthy")
+
+
+@cli.command()
+@click.argument("name")
+@click.pass_context
+def repair(ctx: click.Context, name: str) -> None:
+    """Rebuild a damaged collection's index (and vectors) from the store; never re-serves damage.
+
+    \b
+    hubsearch repair faq
+    """
+    actions = _engine(ctx).repair(name)
+    for action in actions:
+        click.echo(f"repaired: {action}")
+    click.echo(f"{name!r} is healthy" if not actions else f"{name!r} repaired")
+
+
 @cli.command(name="export-encoder")
 @click.argument("encoder")
 @click.argument("directory", type=click.Path(file_okay=False))

@@ -18,7 +18,7 @@ from engine import maintenance
 from engine.commit import Change, Writer
 from engine.documents import check_ids, check_metadata, check_texts, content_hash, default_text_id
 from engine.encoders import IMAGE, TEXT, Encoder, check_modality, validate_vectors
-from engine.errors import BadInput, SpaceMismatch
+from engine.errors import BadInput, CorruptCollection, SpaceMismatch
 from engine.filters import parse_where
 from engine.live import LiveView
 from engine.manifest import Manifest, read_manifest
@@ -80,8 +80,9 @@ class Collection:
         self.registry = registry
         manifest = read_manifest(folder)
         check_same_space(manifest, encoder)
-        self.store = Store(manifest.store_url or f"sqlite:///{folder / 'store.sqlite'}")
+        self.store = open_store(folder, manifest)
         self.view = LiveView(folder, self.store, registry)
+        self.view.load_index()  # open means ready to serve: damage is reported here, not later
         self.planner = Planner(self.view, self.store)
         self.writer = Writer(folder, self.store, self.view, lock_timeout)
 
@@ -357,6 +358,19 @@ class Collection:
 
     def close(self) -> None:
         self.store.close()
+
+
+def open_store(folder: Path, manifest: Manifest) -> Store:
+    """The collection's store; a missing SQLite file is damage, never silently recreated."""
+    if manifest.store_url is None:
+        path = folder / "store.sqlite"
+        if not path.exists():
+            raise CorruptCollection(
+                f"{path} is missing: the documents cannot be rebuilt from the vectors alone; "
+                f"restore it from a backup"
+            )
+        return Store(f"sqlite:///{path}")
+    return Store(manifest.store_url)
 
 
 def _check_k(k: Any) -> None:

@@ -20,7 +20,7 @@ from filelock import FileLock, Timeout
 
 from engine.errors import CollectionLocked
 from engine.live import LiveView, snapshot_path
-from engine.manifest import Manifest, VectorFiles, fsync_dir, write_manifest
+from engine.manifest import Manifest, VectorFiles, file_crc32, fsync_dir, write_manifest
 from engine.store import NewRow, Store
 from engine.vectors import VectorWriter
 from indexes.base import VectorIndex
@@ -103,14 +103,14 @@ class Writer:
         history.extend(_switch_events(m.index.get("state", {}), index.state()))
         if change.event:
             history.append({"at": time.time(), "generation": gen, **change.event})
-        snapshot_gen = m.snapshot_generation
+        snapshot_gen, snapshot_crc = m.snapshot_generation, m.snapshot_crc32
         replaced = change.index is not None or change.vector_files is not None
         if (
             replaced
             or change.force_snapshot
             or changes >= max(SNAPSHOT_MIN_CHANGES, SNAPSHOT_RATIO * count)
         ):
-            self._save_snapshot(index, gen)
+            snapshot_crc = self._save_snapshot(index, gen)
             snapshot_gen, changes = gen, 0
         index_meta = {**m.index, **(change.index_kind or {}), "state": index.state()}
         new = m.evolve(
@@ -119,6 +119,7 @@ class Writer:
             next_id=m.next_id + len(change.rows),
             count=count,
             snapshot_generation=snapshot_gen,
+            snapshot_crc32=snapshot_crc,
             changes_since_snapshot=changes,
             index=index_meta,
             history=tuple(history),
@@ -131,14 +132,17 @@ class Writer:
             self.store.purge_dead(snapshot_gen)
         return new
 
-    def _save_snapshot(self, index: VectorIndex, gen: int) -> None:
+    def _save_snapshot(self, index: VectorIndex, gen: int) -> int:
+        """Write ``index-<gen>.faiss`` atomically; returns its CRC-32 for the manifest."""
         path = snapshot_path(self.folder, gen)
         tmp = path.with_name(f".{path.name}.tmp")
         index.save(tmp)
+        crc = file_crc32(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
+        return crc
 
 
 def _switch_events(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import CorruptCollection
-from engine.manifest import Manifest, manifest_stamp, read_manifest
+from engine.manifest import Manifest, file_crc32, manifest_stamp, read_manifest
 from engine.registry import Registry
 from engine.store import Store
 from engine.vectors import VectorFile
@@ -99,13 +99,20 @@ class LiveView:
             path = snapshot_path(self.folder, m.snapshot_generation)
             if not path.exists():
                 raise CorruptCollection(
-                    f"index snapshot {path.name} named by the manifest is missing"
+                    f"index snapshot {path.name} named by the manifest is missing; "
+                    f"run `hubsearch repair {self.folder.name}`"
+                )
+            if m.snapshot_crc32 is not None and file_crc32(path) != m.snapshot_crc32:
+                raise CorruptCollection(
+                    f"index snapshot {path.name} is damaged (checksum mismatch); "
+                    f"run `hubsearch repair {self.folder.name}`"
                 )
             try:
                 index = cls.load(path, m.dim, **params)
             except (RuntimeError, ValueError, OSError) as exc:
                 raise CorruptCollection(
-                    f"index snapshot {path.name} is unreadable: {exc}"
+                    f"index snapshot {path.name} is unreadable ({exc}); "
+                    f"run `hubsearch repair {self.folder.name}`"
                 ) from None
         index.attach_vectors(self.vectors)
         return index

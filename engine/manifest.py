@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import time
+import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ class VectorFiles:
     base_rows: int = 0
     tail_start: int = 0
     tail_rows: int = 0
+    #: CRC-32 of the committed tail bytes (extended on each append) and of the base vectors:
+    #: a flipped byte in the exact vectors is found by `verify`, never served silently.
+    tail_crc32: int = 0
+    base_crc32: int = 0
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Manifest:
     store_url: str | None = None
     generation: int = 0
     snapshot_generation: int | None = None  # the index file index-<g>.faiss, if any
+    snapshot_crc32: int | None = None  # checked on every load of that file
     vectors: VectorFiles = field(default_factory=VectorFiles)
     next_id: int = 0
     count: int = 0
@@ -113,6 +119,20 @@ def fsync_dir(folder: Path) -> None:
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:
     write_atomic(folder / MANIFEST, manifest.to_json().encode("utf-8"))
+
+
+def file_crc32(path: Path, limit: int | None = None) -> int:
+    """CRC-32 of a file (or of its first ``limit`` bytes), read in 4 MiB blocks."""
+    crc, left = 0, limit
+    with open(path, "rb") as f:
+        while left is None or left > 0:
+            block = f.read(1 << 22 if left is None else min(1 << 22, left))
+            if not block:
+                break
+            crc = zlib.crc32(block, crc)
+            if left is not None:
+                left -= len(block)
+    return crc
 
 
 def manifest_stamp(folder: Path) -> tuple[int, int, int] | None:

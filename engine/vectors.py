@@ -13,12 +13,15 @@ truncates them away, readers never look at them.
 from __future__ import annotations
 
 import os
+import zlib
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from engine.errors import CorruptCollection
-from engine.manifest import VectorFiles, fsync_dir
+from engine.manifest import VectorFiles, file_crc32, fsync_dir
 
 
 class VectorFile:
@@ -125,34 +128,52 @@ class VectorWriter:
         with open(path, "ab") as f:
             if f.tell() != files.tail_rows * self.dim * 4:
                 raise CorruptCollection(f"{path.name} has uncommitted rows; reopen to recover")
-            f.write(vectors.tobytes())
+            data = vectors.tobytes()
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        return VectorFiles(
-            files.epoch, files.base_rows, files.tail_start, files.tail_rows + len(vectors)
+        return replace(
+            files,
+            tail_rows=files.tail_rows + len(vectors),
+            tail_crc32=zlib.crc32(data, files.tail_crc32),
         )
 
     def compact(self, source: VectorFile, live_ids: np.ndarray, next_id: int) -> VectorFiles:
         """Write a new epoch holding only ``live_ids``; the old epoch's files stay for readers."""
-        live_ids = np.sort(np.asarray(live_ids, dtype=np.int64))
-        epoch = source.files.epoch + 1
+        return self.write_epoch(source.files.epoch + 1, live_ids, source.get, next_id)
+
+    def write_epoch(
+        self,
+        epoch: int,
+        ids: np.ndarray,
+        fetch: Callable[[np.ndarray], np.ndarray],
+        next_id: int,
+    ) -> VectorFiles:
+        """A new epoch whose base holds ``fetch(ids)`` under the sorted ids, and an empty tail."""
+        ids = np.sort(np.asarray(ids, dtype=np.int64))
         base_ids = self.folder / f"base-{epoch}.ids.npy"
         base = self.folder / f"base-{epoch}.f32.npy"
         vectors = np.lib.format.open_memmap(
-            base, mode="w+", dtype=np.float32, shape=(len(live_ids), self.dim)
+            base, mode="w+", dtype=np.float32, shape=(len(ids), self.dim)
         )
-        for start in range(0, len(live_ids), 65536):
-            chunk = live_ids[start : start + 65536]
-            vectors[start : start + len(chunk)] = source.get(chunk)
+        for start in range(0, len(ids), 65536):
+            chunk = ids[start : start + 65536]
+            vectors[start : start + len(chunk)] = fetch(chunk)
         vectors.flush()
         del vectors
-        np.save(base_ids, live_ids)
+        np.save(base_ids, ids)
         for path in (base, base_ids):
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
         (self.folder / f"tail-{epoch}.f32").write_bytes(b"")
         fsync_dir(self.folder)
-        return VectorFiles(epoch=epoch, base_rows=len(live_ids), tail_start=next_id, tail_rows=0)
+        return VectorFiles(
+            epoch=epoch,
+            base_rows=len(ids),
+            tail_start=next_id,
+            tail_rows=0,
+            base_crc32=file_crc32(base),
+        )
 
     def remove_epochs_before(self, epoch: int) -> None:
         for path in self.folder.iterdir():
