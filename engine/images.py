@@ -45,7 +45,7 @@ _REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F
 
 
 class ImageResult(NamedTuple):
-    """One item of :func:`iter_images`: either ``array`` or ``error`` is set."""
+    """One item of :func:`iter_images`: ``array``, or ``error`` (the reason, without the path)."""
 
     path: Path
     array: np.ndarray | None
@@ -131,7 +131,7 @@ def iter_images(
             try:
                 yield ImageResult(path, future.result(), None)
             except BadInput as exc:
-                yield ImageResult(path, None, str(exc))
+                yield ImageResult(path, None, str(exc).removeprefix(f"{path}: "))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -150,7 +150,8 @@ def test_iter_images_keeps_order_and_reports_bad_files_without_stopping(tmp_path
                                                   False]
     assert [int(r.array[0, 0, 0]) for r in results if r.array is not None] == [0, 40, 80, 120,
                                                                                  160]
-    assert "truncated" in results[1].error and str(bad["truncated"][0]) in results[1].error
+    assert results[1].error.startswith("truncated image data")
+    assert results[3].error == f"{bad['empty'][0]} is an empty file"
 
 
 def test_iter_images_decodes_ahead_of_a_slow_consumer(tmp_path: Path) -> None:
