@@ -110,7 +110,7 @@ def iter_images(
     A bad file yields its error message instead of raising, so one broken file never stops an
     add. Pillow releases the GIL while decoding, so threads give real parallelism.
     """
-    workers = max(1, workers or min(8, (os.cpu_count() or 1) + 2))
+    workers = max(1, workers or min(16, (os.cpu_count() or 1) + 2))
     prefetch = max(1, prefetch or 4 * workers)
     pending: deque[tuple[Path, Future[np.ndarray]]] = deque()
     source = iter(paths)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,6 @@ class Source(ABC):
     image_size: int
     values: ValueRange
     dim: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @abstractmethod
     def fingerprint_fields(self) -> dict[str, Any]:
