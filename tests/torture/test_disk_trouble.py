@@ -65,9 +65,9 @@ def test_missing_store_is_refused_and_not_recreated(engine, col):
     (col.folder / "store.sqlite").unlink()
     for suffix in ("-wal", "-shm"):
         (col.folder / f"store.sqlite{suffix}").unlink(missing_ok=True)
-    with pytest.raises(CorruptCollection, match="store.sqlite is missing"):
+    with pytest.raises(CorruptCollection, match=r"store\.sqlite is missing"):
         engine.open("kb")
-    with pytest.raises(CorruptCollection, match="store.sqlite is missing"):
+    with pytest.raises(CorruptCollection, match=r"store\.sqlite is missing"):
         engine.repair("kb")
     assert not (col.folder / "store.sqlite").exists()
 
@@ -91,7 +91,7 @@ def test_lost_precomputed_vectors_are_removed_and_listed(engine):
     col.add(vectors=x, ids=[f"v{i}" for i in range(20)])
     tail = col.folder / "vectors" / f"tail-{col.manifest.vectors.epoch}.f32"
     tail.write_bytes(tail.read_bytes()[: 8 * 4 * 10])  # truncated: half the vectors gone
-    with pytest.raises(CorruptCollection, match="truncated|holds"):
+    with pytest.raises(CorruptCollection, match=r"truncated|holds"):
         engine.open("vecs")
     actions = engine.repair("vecs")
     assert any("removed 20 documents" in a and "v3" in a for a in actions)
