@@ -142,8 +142,6 @@ def ref(doc, where):
                 "$in": lambda a: any(same(v, x) for v in vals for x in a),
                 "$nin": lambda a: not any(same(v, x) for v in vals for x in a),
                 "$exists": lambda a: bool(vals) == a,
-                    (key in doc and bool(vals) or (key in doc and doc[key] == [] and False)) == a
-                ),
                 "$gt": lambda a: any(v > a for v in nums),
                 "$gte": lambda a: any(v >= a for v in nums),
                 "$lt": lambda a: any(v < a for v in nums),
