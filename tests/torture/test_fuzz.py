@@ -123,6 +123,27 @@ def same(a, b):
     return float(a) == float(b)
 
 
+def check(op, arg, vals):
+    nums = [v for v in vals if not isinstance(v, str)]
+    if op == "$eq":
+        return any(same(v, arg) for v in vals)
+    if op == "$ne":
+        return not any(same(v, arg) for v in vals)
+    if op == "$in":
+        return any(same(v, x) for v in vals for x in arg)
+    if op == "$nin":
+        return not any(same(v, x) for v in vals for x in arg)
+    if op == "$exists":
+        return bool(vals) == arg
+    compare = {
+        "$gt": float.__gt__,
+        "$gte": float.__ge__,
+        "$lt": float.__lt__,
+        "$lte": float.__le__,
+    }[op]
+    return any(compare(float(v), float(arg)) for v in nums)
+
+
 def ref(doc, where):
     for key, cond in where.items():
         if key == "$and" and not all(ref(doc, c) for c in cond):
@@ -133,22 +154,8 @@ def ref(doc, where):
             continue
         if not isinstance(cond, dict):
             cond = {"$eq": cond}
-        vals = values(doc, key)
-        nums = [v for v in vals if not isinstance(v, str)]
-        for op, arg in cond.items():
-            ok = {
-                "$eq": lambda a: any(same(v, a) for v in vals),
-                "$ne": lambda a: not any(same(v, a) for v in vals),
-                "$in": lambda a: any(same(v, x) for v in vals for x in a),
-                "$nin": lambda a: not any(same(v, x) for v in vals for x in a),
-                "$exists": lambda a: bool(vals) == a,
-                "$gt": lambda a: any(v > a for v in nums),
-                "$gte": lambda a: any(v >= a for v in nums),
-                "$lt": lambda a: any(v < a for v in nums),
-                "$lte": lambda a: any(v <= a for v in nums),
-            }[op](arg)
-            if not ok:
-                return False
+        if not all(check(op, arg, values(doc, key)) for op, arg in cond.items()):
+            return False
     return True
 
 
