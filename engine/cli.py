@@ -261,11 +261,23 @@ def _add_images(
     if not files:
         raise BadInput(f"no image files found in {', '.join(args)}")
     ids = _image_ids(files, args)
-    meta = read_sidecar(Path(sidecar), "file") if sidecar else {}
-    metadata = [meta.get(i, meta.get(f.name, {})) for i, f in zip(ids, files, strict=True)]
+    metadata = _sidecar_metadata(Path(sidecar), files, ids) if sidecar else None
     return col.add(
         images=files, ids=ids, metadata=metadata, batch_size=batch_size, progress=progress
     )
+
+
+def _sidecar_metadata(sidecar: Path, files: list[Path], ids: list[str]) -> list[dict[str, Any]]:
+    """Each image's sidecar row, keyed by its id, its path from the sidecar, or its file name."""
+    table = read_sidecar(sidecar, "file")
+    root = sidecar.resolve().parent
+    out = []
+    for ext, f in zip(ids, files, strict=True):
+        resolved = f.resolve()
+        relative = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else None
+        keys = [ext, relative, f.name]
+        out.append(next((table[k] for k in keys if k in table), {}))
+    return out
 
 
 def _image_ids(files: list[Path], args: list[str]) -> list[str]:

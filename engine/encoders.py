@@ -90,7 +90,9 @@ class EncoderBase(ABC):
         if modality == TEXT:
             prepared: list[Any] = validate_texts(items)
         else:
-            prepared = validate_images(items)
+            from engine.images import decode_min_side
+
+            prepared = validate_images(items, decode_min_side(self))
         if not prepared:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = np.asarray(self._encode_batch(prepared, modality), dtype=np.float32)
@@ -105,9 +107,7 @@ class EncoderBase(ABC):
 def check_modality(encoder: Encoder, modality: str) -> None:
     if modality not in encoder.modalities:
         takes = ", ".join(sorted(encoder.modalities)) or "precomputed vectors only"
-        raise BadInput(
-            f"encoder {encoder.name!r} does not encode {modality} (it takes: {takes})"
-        )
+        raise BadInput(f"encoder {encoder.name!r} does not encode {modality} (it takes: {takes})")
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
@@ -136,11 +136,18 @@ def validate_texts(items: Sequence[Any]) -> list[str]:
     return texts
 
 
-def validate_images(items: Sequence[Any]) -> list[np.ndarray]:
-    """Images as RGB ``uint8 [h, w, 3]`` arrays; paths and bytes are decoded first."""
+def validate_images(items: Sequence[Any], min_side: int | None = None) -> list[np.ndarray]:
+    """Images as RGB ``uint8 [h, w, 3]`` arrays; paths and bytes are decoded first.
+
+    ``min_side`` must be what ingestion decodes with, so a stored image and the same image
+    given as a query yield the same vector.
+    """
     from engine.images import as_rgb_array  # deferred: Pillow is only needed for images
 
-    return [as_rgb_array(item, label=f"image item {i}") for i, item in enumerate(items)]
+    return [
+        as_rgb_array(item, label=f"image item {i}", min_side=min_side)
+        for i, item in enumerate(items)
+    ]
 
 
 def validate_vectors(vectors: Any, dim: int, what: str = "vectors") -> np.ndarray:

@@ -35,7 +35,7 @@ def encode_items(
     skipped: list[tuple[str, str]] = []
     bar = _progress(progress, total or len(items), offset)
     try:
-        for positions, sources, modality in _batches(items, batch, skipped):
+        for positions, sources, modality in _batches(encoder, items, batch, skipped):
             if modality is None:  # caller-supplied vectors
                 vectors = np.stack([items[p].vector for p in positions]).astype(np.float32)
             else:
@@ -52,7 +52,7 @@ def encode_items(
 
 
 def _batches(
-    items: Sequence[Any], batch: int, skipped: list[tuple[str, str]]
+    encoder: Encoder, items: Sequence[Any], batch: int, skipped: list[tuple[str, str]]
 ) -> Iterator[tuple[list[int], list[Any], str | None]]:
     with_vectors = [i for i, it in enumerate(items) if it.vector is not None]
     for start in range(0, len(with_vectors), batch):
@@ -64,18 +64,24 @@ def _batches(
         chunk = texts[start : start + batch]
         yield chunk, [items[i].source for i in chunk], items[chunk[0]].modality
     if images:
-        yield from _image_batches(items, images, batch, skipped)
+        yield from _image_batches(encoder, items, images, batch, skipped)
 
 
 def _image_batches(
-    items: Sequence[Any], positions: list[int], batch: int, skipped: list[tuple[str, str]]
+    encoder: Encoder,
+    items: Sequence[Any],
+    positions: list[int],
+    batch: int,
+    skipped: list[tuple[str, str]],
 ) -> Iterator[tuple[list[int], list[Any], str]]:
-    from engine.images import iter_images
+    from engine.images import decode_min_side, iter_images
 
     paths = [items[i].content for i in positions]
     pending_pos: list[int] = []
     pending: list[np.ndarray] = []
-    for pos, (path, array, error) in zip(positions, iter_images(paths), strict=True):
+    for pos, (path, array, error) in zip(
+        positions, iter_images(paths, min_side=decode_min_side(encoder)), strict=True
+    ):
         if array is None:
             skipped.append((str(path), error or "unreadable"))
             continue
