@@ -76,12 +76,14 @@ class UseGraph(tf.Module):
         self.b1 = [const(b, f"b1_{n}") for b, (n, _) in zip(weights.b1, ORDERS, strict=True)]
         self.w2 = [const(w, f"w2_{n}", mm) for w, (n, _) in zip(weights.w2, ORDERS, strict=True)]
         self.b2 = [const(b, f"b2_{n}") for b, (n, _) in zip(weights.b2, ORDERS, strict=True)]
-        self.ln_g = const(weights.ln_g, "ln_g")
-        self.ln_b = const(weights.ln_b, "ln_b")
-        self.cnn_w = const(weights.cnn_w, "cnn_w", mm)
-        self.cnn_b = const(weights.cnn_b, "cnn_b")
+        # The output layer norm's scale and shift folded into the projection after pooling.
+        cnn_w = weights.cnn_w.astype(np.float64)
+        pool_w = weights.ln_g.astype(np.float64)[:, None] * cnn_w
+        pool_b = weights.ln_b.astype(np.float64) @ cnn_w + weights.cnn_b
+        self.pool_w = const(pool_w.astype(np.float32), "pool_w")
+        self.pool_b = const(pool_b.astype(np.float32), "pool_b")
         dnn = ("d0", "d1", "p1", "d2", "p3", "d3")
-        self.dnn = {k: const(getattr(weights, k), k, mm) for k in dnn}
+        self.dnn = {k: const(getattr(weights, k), k) for k in dnn}
         self.eps = float(weights.eps)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
@@ -129,51 +131,64 @@ class UseGraph(tf.Module):
             rows = owner[0] + tf.range(tf.shape(sums)[0])
             return c + 1, sums_ta.write(c, sums), rows_ta.write(c, rows)
 
-        sums_ta = tf.TensorArray(
-            tf.float32, size=n_chunks, infer_shape=False, element_shape=[None, FEATURES]
-        )
-        rows_ta = tf.TensorArray(tf.int32, size=n_chunks, infer_shape=False, element_shape=[None])
-        _, sums_ta, rows_ta = tf.while_loop(
-            lambda c, *_: c < n_chunks,
-            chunk,
-            (tf.constant(0), sums_ta, rows_ta),
-            parallel_iterations=1,
-        )
-        sums = tf.math.unsorted_segment_sum(sums_ta.concat(), rows_ta.concat(), n_texts)
+        def one_step():
+            # Everything fits one step (always so for queries): no loop, fewer ops to run.
+            feats = self._token_features(ids, text_lo, text_hi, 0, total)
+            return tf.math.segment_sum(feats, text_of)
+
+        def steps():
+            sums_ta = tf.TensorArray(
+                tf.float32, size=n_chunks, infer_shape=False, element_shape=[None, FEATURES]
+            )
+            rows_ta = tf.TensorArray(
+                tf.int32, size=n_chunks, infer_shape=False, element_shape=[None]
+            )
+            _, sums_ta, rows_ta = tf.while_loop(
+                lambda c, *_: c < n_chunks,
+                chunk,
+                (tf.constant(0), sums_ta, rows_ta),
+                parallel_iterations=1,
+            )
+            return tf.math.unsorted_segment_sum(sums_ta.concat(), rows_ta.concat(), n_texts)
+
+        sums = tf.cond(n_chunks == 1, one_step, steps)
         lengths = tf.cast(splits[1:] - splits[:-1], tf.float32)[:, None]
-        pooled = (self._mm(sums, self.cnn_w) + lengths * self.cnn_b) * tf.math.rsqrt(lengths)
-        return self._dnn(pooled)
+        # sum_t LN(f_t) @ W + n b  ==  (sum_t norm(f_t)) @ (g W) + n (beta W + b): the layer
+        # norm's scale and shift are applied once per text, folded into the pooled projection.
+        pooled = self._mm(sums, self.pool_w) + lengths * self.pool_b
+        return self._dnn(pooled * tf.math.rsqrt(lengths))
 
     def _token_features(self, ids, lo, hi, core_a, core_b):
-        """Layer-normed features ``[core_b - core_a, 1280]`` of a chunk read with its halo.
+        """Normalised (not yet scaled) features ``[core_b - core_a, 1280]`` of a chunk's core.
 
-        ``lo``/``hi`` bound each token's own text within the chunk; window slots outside read
-        the zero row appended after the last token.
+        The chunk is read with its halo; ``lo``/``hi`` bound each token's own text within it,
+        and window slots outside read the zero row appended after the last token.
         """
         length = tf.shape(ids)[0]
         chunk_of = ids % NUM_CHUNKS
         emb = tf.cast(tf.gather(self.table, ids), tf.float32)
         emb = emb * tf.gather(self.scale, chunk_of)[:, None] + tf.gather(self.lo, chunk_of)[:, None]
-        x = self._layer_norm(self._mm(emb, self.proj) + self.proj_b, self.ln_in_g, self.ln_in_b)
+        x = self._dense(emb, self.proj, self.proj_b)
+        x = self._normalise(x) * self.ln_in_g + self.ln_in_b
 
         pos = tf.range(length)[:, None] + tf.range(-MAX_LEFT, MAX_RIGHT + 1)[None, :]
         inside = (pos >= lo[:, None]) & (pos < hi[:, None])
         slots = tf.where(inside, pos, length)
+        core_slots = slots[core_a:core_b]
         zero = tf.zeros([1, CNN_DIM], tf.float32)
+
+        def window(v, slots, n, left):
+            rows = tf.gather(tf.concat([v, zero], axis=0), slots[:, MAX_LEFT - left :][:, :n])
+            return tf.reshape(rows, [tf.shape(slots)[0], n * CNN_DIM])
 
         outs = [emb[core_a:core_b]]
         for i, (n, left) in enumerate(ORDERS):
-            cols = slots[:, MAX_LEFT - left : MAX_LEFT - left + n]
-
-            def window(v, cols=cols, n=n):
-                rows = tf.gather(tf.concat([v, zero], axis=0), cols)
-                return tf.reshape(rows, [length, n * CNN_DIM])
-
             xs = x[:, i * CNN_DIM : (i + 1) * CNN_DIM]
-            h = tf.nn.relu(self._mm(window(xs), self.w1[i]) + self.b1[i]) + xs
-            out = tf.nn.relu(self._mm(window(h), self.w2[i]) + self.b2[i]) + h
-            outs.append(out[core_a:core_b])
-        return self._layer_norm(tf.concat(outs, axis=1), self.ln_g, self.ln_b)
+            h = tf.nn.relu(self._dense(window(xs, slots, n, left), self.w1[i], self.b1[i])) + xs
+            # The second window layer is only needed on the core: the halo was context.
+            out = tf.nn.relu(self._dense(window(h, core_slots, n, left), self.w2[i], self.b2[i]))
+            outs.append(out + h[core_a:core_b])
+        return self._normalise(tf.concat(outs, axis=1))
 
     def _dnn(self, pooled: tf.Tensor) -> tf.Tensor:
         d = self.dnn
@@ -189,7 +204,11 @@ class UseGraph(tf.Module):
             return tf.matmul(x, w)
         return tf.cast(tf.matmul(tf.cast(x, w.dtype), w), tf.float32)
 
-    def _layer_norm(self, x: tf.Tensor, gamma: tf.Variable, beta: tf.Variable) -> tf.Tensor:
-        centred = x - tf.reduce_mean(x, axis=-1, keepdims=True)
-        var = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
-        return centred * tf.math.rsqrt(var + self.eps) * gamma + beta
+    def _dense(self, x: tf.Tensor, w: tf.Variable, b: tf.Variable) -> tf.Tensor:
+        # bias_add (not +) lets Grappler fuse MatMul+BiasAdd(+Relu) into one oneDNN kernel.
+        return tf.nn.bias_add(self._mm(x, w), b)
+
+    def _normalise(self, x: tf.Tensor) -> tf.Tensor:
+        """Layer norm without its scale and shift, over the last axis."""
+        mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return (x - mean) * tf.math.rsqrt(var + self.eps)
