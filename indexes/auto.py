@@ -183,7 +183,7 @@ class AutoIndex(VectorIndex):
         if self._pending:
             return self._pending
         reason = self._active.needs_rebuild()
-        return None if reason is None else f"auto ({self._active.kind}): {reason}"
+        return None if reason is None else f"auto: {reason}"
 
     def state(self) -> dict[str, Any]:
         return {

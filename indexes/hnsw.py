@@ -8,8 +8,9 @@ few ids, or a walk that comes back with fewer than k hits, is answered by exact 
 without the engine's lookup.
 
 Options: ``M`` (graph degree, 32), ``efConstruction`` (40), ``efSearch`` (64), ``max_deleted``
-(share of masked nodes that asks for a rebuild, 0.2), ``exact_filter`` (a filter leaving at most
-this share of the live ids is scored exactly instead of walked, 0.05).
+(share of masked nodes that asks for a rebuild, 0.2), ``exact_filter`` (a filter admitting less
+than this share of the live ids is scored exactly instead of walked, 0.04: below it a walk's
+recall falls off while an exact scan of the few admitted vectors stays cheap).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from engine.encoders import option_float, option_int, reject_unknown_options
 from engine.errors import BadInput
-from indexes._exact import CHUNK, chunks, exact_search
+from indexes._exact import CHUNK, chunks, exact_search, topk
 from indexes._idmap import IdMap
 from indexes._select import bitmap, bitmap_selector
 from indexes._snapshot import SnapshotReader, SnapshotWriter, open_snapshot, write_snapshot
@@ -31,6 +32,13 @@ from indexes.base import VectorIndex, as_ids, as_vectors, empty_result
 OPTIONS = {"M", "efConstruction", "efSearch", "max_deleted", "exact_filter"}
 #: A walk that returned fewer than k hits is retried once with this many times the beam.
 _WIDEN = 4
+#: Filters leaving at most this many ids are scored exactly: cheaper than any walk.
+_EXACT_ROWS = 4096
+#: A filter admitting a share s of the nodes walks with a beam of _FILTER_EF * k / s nodes:
+#: FAISS walks the graph as if unfiltered and keeps only admitted nodes, so the beam must
+#: reach past the k / s nearest nodes to meet the k nearest admitted ones.
+_FILTER_EF = 3.0
+_MAX_FILTER_EF = 4096
 
 
 class HnswIndex(VectorIndex):
@@ -45,7 +53,7 @@ class HnswIndex(VectorIndex):
         self.ef_construction = option_int(params, "efConstruction", 40)
         self.ef_search = option_int(params, "efSearch", 64)
         self.max_deleted = option_float(params, "max_deleted", 0.2)
-        self.exact_filter = option_float(params, "exact_filter", 0.05)
+        self.exact_filter = option_float(params, "exact_filter", 0.04)
         if min(self.M, self.ef_construction, self.ef_search) < 1:
             raise BadInput("index 'hnsw': M, efConstruction and efSearch must be positive")
         if not 0 < self.max_deleted <= 1 or not 0 <= self.exact_filter <= 1:
@@ -103,6 +111,7 @@ class HnswIndex(VectorIndex):
         queries = as_vectors(queries, self.dim)
         if k <= 0 or len(self) == 0:
             return empty_result(len(queries), max(k, 0))
+        ef = self.ef_search
         if allowed_ids is None:
             if self._ids.deleted_count == 0:
                 positions, bits = None, None
@@ -114,14 +123,16 @@ class HnswIndex(VectorIndex):
             wanted = min(k, len(positions))
             if wanted == 0:
                 return empty_result(len(queries), k)
-            if len(positions) <= max(k, self.exact_filter * len(self)):
+            share = len(positions) / len(self)
+            if len(positions) <= max(k, _EXACT_ROWS) or share < self.exact_filter:
                 return self._exact(queries, k, positions)
             bits = bitmap(positions, self._ids.total)
-        scores, labels = self._walk(queries, k, self.ef_search, bits)
+            ef = int(min(_MAX_FILTER_EF, max(self.ef_search, _FILTER_EF * k / share)))
+        scores, labels = self._walk(queries, k, ef, bits)
         short = (labels >= 0).sum(axis=1) < wanted
         if short.any():  # a masked or filtered walk can stall: widen once, then score exactly
             rows = np.flatnonzero(short)
-            scores[rows], labels[rows] = self._walk(queries[rows], k, self.ef_search * _WIDEN, bits)
+            scores[rows], labels[rows] = self._walk(queries[rows], k, ef * _WIDEN, bits)
             short[rows] = (labels[rows] >= 0).sum(axis=1) < wanted
         if short.any():
             rows = np.flatnonzero(short)
@@ -149,7 +160,16 @@ class HnswIndex(VectorIndex):
     def _exact(
         self, queries: np.ndarray, k: int, positions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        return exact_search(queries, k, self._stored(positions))
+        """Exact scores over ``positions``: gathered when few, else a masked scan of the storage."""
+        import faiss
+
+        if len(positions) <= _EXACT_ROWS:
+            return exact_search(queries, k, self._stored(positions))
+        selector = bitmap_selector(bitmap(positions, self._ids.total))
+        params = faiss.SearchParameters(sel=selector.sel)
+        scores, labels = faiss.downcast_index(self._graph.storage).search(queries, k, params=params)
+        scores[labels < 0] = -np.inf
+        return topk(scores, self._ids.labels_to_ids(labels), k)
 
     def _stored(self, positions: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(ids, exact vectors)`` of ``positions``, read from the graph's own storage."""

@@ -1,0 +1,323 @@
+"""Index kinds on clustered synthetic vectors: speed, recall, size, drift and deletes.
+
+    python bench/indexes.py [--sizes 10000,100000,1000000] [--kinds flat,hnsw,ivfpq]
+                            [--experiments main,drift,deletes] [--workdir DIR] [--json FILE]
+
+Vectors come from :func:`indexes.testing.clustered` (512-d, fixed seed) and are written to a
+memmap in ``--workdir``, standing in for the engine's vector file: `ivfpq` re-ranks on it
+through the lookup. Builds use every core FAISS sees; latencies are one query at a time on one
+thread (FAISS and BLAS). The 1M run takes a while (HNSW's graph): ``--sizes 10000`` is quick.
+
+* main: per size and kind, build time, recall@10 against exact search, p50/p99 latency with no
+  filter and with a 5 % filter (recall against exact filtered search), bytes per vector on
+  disk (the saved snapshot) and in memory (``memory_bytes``), and the kind `auto` picks.
+* drift: ``--drift-size`` vectors in ten batches whose cluster centres move; the engine's loop
+  (add, ask ``needs_rebuild``, rebuild) against a never-retrained and a freshly trained index.
+* deletes: delete 30 % of ``--deletes-size`` vectors; no deleted id may come back; snapshot
+  size after the delete and after compaction (rebuild) against a build of the remaining 70 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+# This file is bench/indexes.py: drop its folder from the path so `indexes` means the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
+sys.path[:0] = [str(REPO)]
+
+K = 10
+SEED = 20240611
+PARAMS = {"flat": {}, "hnsw": {}, "ivfpq": {}}
+DRIFT_STEP = 1.0  # latent units each batch's cluster centres move
+
+
+def data_file(workdir: Path, n: int, dim: int, seed: int, drift_batches: int = 0) -> np.ndarray:
+    """The vectors as a read-only memmap, generated once per (n, dim, seed, drift) and kept."""
+    from indexes.testing import clustered
+
+    path = workdir / f"vectors-{n}-{dim}-{seed}-{drift_batches}.f32"
+    if not path.exists() or path.stat().st_size != n * dim * 4:
+        partial = path.with_suffix(".part")
+        out = np.memmap(partial, np.float32, "w+", shape=(n, dim))
+        per = n // max(drift_batches, 1)
+        for b in range(max(drift_batches, 1)):
+            stop = n if b == max(drift_batches, 1) - 1 else (b + 1) * per
+            clustered(stop - b * per, dim, seed=seed, start=b * per, drift=b * DRIFT_STEP,
+                      out=out[b * per : stop])  # fmt: skip
+        out.flush()
+        del out
+        partial.rename(path)
+    return np.memmap(path, np.float32, "r", shape=(n, dim))
+
+
+def exact_top(queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, rows=None) -> np.ndarray:
+    """Exact top-K ids over ``vectors`` (only ``rows`` of it when given), read in chunks."""
+    from indexes._exact import exact_search
+
+    rows = np.arange(len(vectors)) if rows is None else rows
+    step = 1 << 16
+    parts = (
+        (ids[rows[s : s + step]], vectors[rows[s : s + step]]) for s in range(0, len(rows), step)
+    )
+    return exact_search(queries, K, parts)[1]
+
+
+def single_thread_ms(index, queries: np.ndarray, allowed=None) -> np.ndarray:
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    times = []
+    try:
+        with threadpool_limits(1):
+            for q in queries:
+                start = time.perf_counter()
+                index.search(q[None, :], K, allowed_ids=allowed)
+                times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return np.array(times)
+
+
+def rss_after_load(kind: str, path: Path, dim: int) -> int:
+    """Anonymous memory a fresh process gains by loading the snapshot (what `open` costs)."""
+    import subprocess
+
+    options = [f"-o{kind}.{k}={v}" for k, v in PARAMS[kind].items()]
+    command = [sys.executable, __file__, "--load-rss", f"{kind}:{dim}:{path}", *options]
+    return int(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
+def _load_rss(spec: str) -> None:
+    from engine.registry import INDEXES, Registry
+
+    kind, dim, path = spec.split(":", 2)
+    cls = Registry().load(INDEXES, kind)
+    cls(int(dim), **PARAMS[kind])  # imports FAISS before the baseline
+    before = anon_rss()
+    index = cls.load(Path(path), int(dim), **PARAMS[kind])
+    gc.collect()
+    print(anon_rss() - before)
+    del index
+
+
+def anon_rss() -> int:
+    """Anonymous resident memory (the memmap's pages are file-backed and excluded)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def make(kind: str, dim: int, lookup, **params):
+    from engine.registry import INDEXES, Registry
+
+    index = Registry().load(INDEXES, kind)(dim, **{**PARAMS[kind], **params})
+    index.attach_vectors(lookup)
+    return index
+
+
+def main_experiment(args, workdir: Path) -> list[dict]:
+    from indexes.auto import AutoIndex
+    from indexes.testing import ArrayLookup, clustered, recall
+
+    rows = []
+    for n in args.sizes:
+        vectors = data_file(workdir, n, args.dim, SEED)
+        ids = 1000 + 3 * np.arange(n, dtype=np.int64)
+        lookup = ArrayLookup(ids, vectors)
+        queries = clustered(args.queries, args.dim, seed=SEED, start=10**9)
+        mask = np.random.default_rng(n).random(n) < args.filter_share
+        allowed = ids[mask]
+        truth = exact_top(queries, vectors, ids)
+        ftruth = exact_top(queries, vectors, ids, np.flatnonzero(mask))
+        picks = {
+            "auto": AutoIndex(args.dim).choose(n)[0],
+            "auto memory_mb=1024": AutoIndex(args.dim, memory_mb=1024).choose(n)[0],
+        }
+        for kind in args.kinds:
+            gc.collect()
+            index = make(kind, args.dim, lookup)
+            start = time.perf_counter()
+            index.rebuild(ids, vectors)
+            build = time.perf_counter() - start
+            lat_q = queries[: args.latency_queries if kind != "flat" or n <= 100_000 else 30]
+            plain, filtered = (
+                single_thread_ms(index, lat_q),
+                single_thread_ms(index, lat_q, allowed),
+            )
+            snapshot = workdir / f"{kind}-{n}.idx"
+            index.save(snapshot)
+            rss = rss_after_load(kind, snapshot, args.dim)
+            row = {
+                "n": n, "kind": kind, "build_s": round(build, 1),
+                "recall": recall(index.search(queries, K)[1], truth),
+                "p50_ms": np.percentile(plain, 50), "p99_ms": np.percentile(plain, 99),
+                "filtered_recall": recall(index.search(queries, K, allowed)[1], ftruth),
+                "filtered_p50_ms": np.percentile(filtered, 50),
+                "filtered_p99_ms": np.percentile(filtered, 99),
+                "disk_B_per_vec": snapshot.stat().st_size / n,
+                "mem_B_per_vec": index.memory_bytes() / n, "loaded_rss_B_per_vec": rss / n,
+                "state": index.state(), **picks,
+            }  # fmt: skip
+            if not args.keep_snapshots:
+                snapshot.unlink()
+            rows.append(row)
+            print(json.dumps(row, default=float), flush=True)
+            del index
+    return rows
+
+
+def drift_experiment(args, workdir: Path) -> dict:
+    from indexes.testing import ArrayLookup, clustered, recall
+
+    n, batches, dim = args.drift_size, 10, args.dim
+    vectors = data_file(workdir, n, dim, SEED + 1, drift_batches=batches)
+    ids = 1000 + 3 * np.arange(n, dtype=np.int64)
+    lookup = ArrayLookup(ids, vectors)
+    per, commit = n // batches, max(1, n // batches // 10)
+    managed, stale = make("ivfpq", dim, lookup), make("ivfpq", dim, lookup)
+    stale.rebuild(ids[:per], vectors[:per])  # trained on the first batch, then only appended to
+    log = []
+    for start in range(0, n, commit):
+        stop = min(n, start + commit)
+        managed.add(ids[start:stop], vectors[start:stop])
+        if start >= per:
+            stale.add(ids[start:stop], vectors[start:stop])
+        reason = managed.needs_rebuild()
+        if reason:
+            began = time.perf_counter()
+            managed.rebuild(ids[:stop], vectors[:stop])
+            log.append(
+                {"at": stop, "reason": reason, "seconds": round(time.perf_counter() - began, 1)}
+            )
+            print(json.dumps(log[-1]), flush=True)
+    fresh = make("ivfpq", dim, lookup)
+    fresh.rebuild(ids, vectors)
+    newest = clustered(
+        args.queries, dim, seed=SEED + 1, start=10**9, drift=(batches - 1) * DRIFT_STEP
+    )
+    spread = np.concatenate(
+        [
+            clustered(
+                args.queries // batches,
+                dim,
+                seed=SEED + 1,
+                start=10**9 + b * 10**6,
+                drift=b * DRIFT_STEP,
+            )
+            for b in range(batches)
+        ]
+    )
+    result = {"n": n, "rebuilds": log, "state": managed.state(), "stale_state": stale.state()}
+    for name, queries in (("newest", newest), ("all_batches", spread)):
+        truth = exact_top(queries, vectors, ids)
+        for label, index in (("managed", managed), ("stale", stale), ("fresh", fresh)):
+            result[f"recall_{name}_{label}"] = recall(index.search(queries, K)[1], truth)
+    print(json.dumps(result, default=float), flush=True)
+    return result
+
+
+def deletes_experiment(args, workdir: Path) -> list[dict]:
+    from indexes.testing import ArrayLookup, clustered, recall
+
+    n, dim = args.deletes_size, args.dim
+    vectors = data_file(workdir, n, dim, SEED + 2)
+    ids = 1000 + 3 * np.arange(n, dtype=np.int64)
+    lookup = ArrayLookup(ids, vectors)
+    gone = np.random.default_rng(3).random(n) < 0.3
+    keep = np.flatnonzero(~gone)
+    queries = np.concatenate(
+        [clustered(args.queries, dim, seed=SEED + 2, start=10**9), vectors[gone][:200]]
+    )
+    truth = exact_top(queries, vectors, ids, keep)
+    rows = []
+    for kind in ("flat", "hnsw", "ivfpq", "auto"):
+        index = make(kind, dim, lookup) if kind != "auto" else make_auto(dim, lookup)
+        index.rebuild(ids, vectors)
+        index.remove(ids[gone])
+        found = np.concatenate([index.search(queries, 100)[1],
+                                index.search(queries, 100, allowed_ids=ids[::2])[1]])  # fmt: skip
+        snapshot = workdir / "deleted.idx"
+        index.save(snapshot)
+        after_delete = snapshot.stat().st_size
+        reason = index.needs_rebuild()
+        index.rebuild(ids[keep], vectors[keep])
+        index.save(snapshot)
+        compacted = snapshot.stat().st_size
+        reference = make(kind, dim, lookup) if kind != "auto" else make_auto(dim, lookup)
+        reference.rebuild(ids[keep], vectors[keep])
+        reference.save(snapshot)
+        row = {
+            "kind": kind, "n": n, "deleted": int(gone.sum()),
+            "deleted_returned": int(np.isin(found, ids[gone]).sum()),
+            "recall_after_delete": recall(found[: len(queries), :K], truth),
+            "needs_rebuild": reason, "disk_after_delete": after_delete,
+            "disk_after_compaction": compacted, "disk_fresh_70pct": snapshot.stat().st_size,
+        }  # fmt: skip
+        snapshot.unlink()
+        rows.append(row)
+        print(json.dumps(row, default=float), flush=True)
+    return rows
+
+
+def make_auto(dim: int, lookup):
+    from indexes.auto import AutoIndex
+
+    index = AutoIndex(dim)
+    index.attach_vectors(lookup)
+    return index
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--kinds", default="flat,hnsw,ivfpq")
+    parser.add_argument("--experiments", default="main,drift,deletes")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--latency-queries", type=int, default=300)
+    parser.add_argument("--filter-share", type=float, default=0.05)
+    parser.add_argument("--drift-size", type=int, default=1_000_000)
+    parser.add_argument("--deletes-size", type=int, default=100_000)
+    parser.add_argument("--workdir", help="keeps the generated vectors between runs")
+    parser.add_argument("--json", help="write all results here")
+    parser.add_argument("--keep-snapshots", action="store_true", help="keep main's index files")
+    parser.add_argument("-o", "--option", action="append", default=[], help="kind.name=value")
+    parser.add_argument("--load-rss", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.kinds = args.kinds.split(",")
+    for option in args.option:
+        key, _, value = option.partition("=")
+        kind, _, name = key.partition(".")
+        PARAMS[kind][name] = value
+    if args.load_rss:
+        return _load_rss(args.load_rss)
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(args.workdir or scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        results = {}
+        experiments = args.experiments.split(",")
+        if "main" in experiments:
+            results["main"] = main_experiment(args, workdir)
+        if "deletes" in experiments:
+            results["deletes"] = deletes_experiment(args, workdir)
+        if "drift" in experiments:
+            results["drift"] = drift_experiment(args, workdir)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""`hnsw`: masked deletes and their rebuild, filter plans, options, snapshot files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import indexes.hnsw
+from engine.errors import BadInput, CorruptCollection
+from indexes.hnsw import HnswIndex
+from indexes.ivfpq import IvfPqIndex
+from indexes.testing import clustered, recall
+
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def data():
+    vectors = clustered(2000, DIM, seed=3, clusters=30, latent=8)
+    return 10 + 2 * np.arange(2000), vectors
+
+
+def built(data, **params):
+    ids, vectors = data
+    index = HnswIndex(DIM, M="12", **params)
+    index.add(ids, vectors)
+    return index
+
+
+def exact(data, queries, allowed, k=10):
+    ids, vectors = data
+    keep = np.isin(ids, allowed)
+    top = np.argsort(-(queries @ vectors[keep].T), axis=1)[:, :k]
+    return ids[keep][top]
+
+
+def test_deleted_share_past_the_threshold_asks_for_a_rebuild(data):
+    ids, vectors = data
+    index = built(data, max_deleted="0.2")
+    index.remove(ids[:300])
+    assert index.needs_rebuild() is None
+    index.remove(ids[300:500])
+    assert "25%" in index.needs_rebuild() and "max_deleted=0.2" in index.needs_rebuild()
+    index.rebuild(ids[500:], vectors[500:])
+    assert index.needs_rebuild() is None
+    assert index.state() == {"nodes": 1500, "deleted": 0, "M": 12}
+
+
+def test_upsert_masks_the_old_node_and_adds_a_new_one(data):
+    ids, vectors = data
+    index = built(data)
+    index.remove(ids[:1])
+    index.add(ids[:1], vectors[1:2])
+    assert index.state()["nodes"] == 2001 and index.state()["deleted"] == 1
+    _, found = index.search(vectors[1:2], 2)
+    assert sorted(found[0]) == sorted(ids[:2])
+
+
+def test_adding_a_live_id_again_is_refused(data):
+    ids, vectors = data
+    index = built(data)
+    with pytest.raises(ValueError, match="already in the index"):
+        index.add(ids[5:6], vectors[5:6])
+    assert len(index) == 2000 and index.state()["nodes"] == 2000
+
+
+def test_a_mostly_deleted_graph_still_returns_k(data):
+    ids, vectors = data
+    index = built(data, max_deleted="1")
+    index.remove(ids[:1950])
+    _, found = index.search(vectors[:20], 10)
+    assert ((found >= 0).sum(axis=1) == 10).all() and np.isin(found, ids[1950:]).all()
+
+
+@pytest.mark.parametrize(
+    ("share", "exact_rows"),
+    [(0.5, 4096), (0.02, 4096), (0.02, 10)],
+    ids=["walk", "gathered-exact", "scanned-exact"],
+)
+def test_every_filter_plan_returns_k_good_hits(data, monkeypatch, share, exact_rows):
+    ids, vectors = data
+    monkeypatch.setattr(indexes.hnsw, "_EXACT_ROWS", exact_rows)
+    index = built(data)
+    allowed = ids[np.random.default_rng(0).random(len(ids)) < share]
+    queries = vectors[::100] + 0.05
+    _, found = index.search(queries, 10, allowed_ids=allowed)
+    assert ((found >= 0).sum(axis=1) == 10).all() and np.isin(found, allowed).all()
+    assert recall(found, exact(data, queries, allowed)) >= 0.95
+
+
+def test_options_arrive_as_strings_and_unknown_ones_are_refused():
+    index = HnswIndex(DIM, M="8", efConstruction="20", efSearch="30", max_deleted="0.5")
+    assert (index.M, index.ef_construction, index.ef_search, index.max_deleted) == (8, 20, 30, 0.5)
+    with pytest.raises(BadInput, match="unknown option 'ef'"):
+        HnswIndex(DIM, ef=10)
+    with pytest.raises(BadInput, match="'M'"):
+        HnswIndex(DIM, M="many")
+
+
+def test_an_empty_index_saves_and_loads(tmp_path):
+    HnswIndex(DIM).save(tmp_path / "empty.idx")
+    index = HnswIndex.load(tmp_path / "empty.idx", DIM)
+    assert len(index) == 0 and (index.search(np.ones((1, DIM)), 3)[1] == -1).all()
+
+
+def test_snapshot_of_another_kind_or_cut_short_is_refused(data, tmp_path):
+    path = tmp_path / "hnsw.idx"
+    built(data).save(path)
+    with pytest.raises(CorruptCollection, match="holds kind 'hnsw'"):
+        IvfPqIndex.load(path, DIM)
+    with pytest.raises(ValueError, match="dim"):
+        HnswIndex.load(path, DIM * 2)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CorruptCollection):
+        HnswIndex.load(path, DIM)
