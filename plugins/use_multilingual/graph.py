@@ -165,11 +165,15 @@ class UseGraph(tf.Module):
         and window slots outside read the zero row appended after the last token.
         """
         length = tf.shape(ids)[0]
-        chunk_of = ids % NUM_CHUNKS
-        emb = tf.cast(tf.gather(self.table, ids), tf.float32)
+        # Embedding, projection and first layer norm depend on the piece alone: compute them
+        # once per distinct piece of the chunk (natural text repeats most of its pieces).
+        pieces, piece_of = tf.unique(ids)
+        chunk_of = pieces % NUM_CHUNKS
+        emb = tf.cast(tf.gather(self.table, pieces), tf.float32)
         emb = emb * tf.gather(self.scale, chunk_of)[:, None] + tf.gather(self.lo, chunk_of)[:, None]
         x = self._dense(emb, self.proj, self.proj_b)
-        x = self._normalise(x) * self.ln_in_g + self.ln_in_b
+        x = tf.gather(self._normalise(x) * self.ln_in_g + self.ln_in_b, piece_of)
+        emb = tf.gather(emb, piece_of[core_a:core_b])
 
         pos = tf.range(length)[:, None] + tf.range(-MAX_LEFT, MAX_RIGHT + 1)[None, :]
         inside = (pos >= lo[:, None]) & (pos < hi[:, None])
@@ -181,7 +185,7 @@ class UseGraph(tf.Module):
             rows = tf.gather(tf.concat([v, zero], axis=0), slots[:, MAX_LEFT - left :][:, :n])
             return tf.reshape(rows, [tf.shape(slots)[0], n * CNN_DIM])
 
-        outs = [emb[core_a:core_b]]
+        outs = [emb]
         for i, (n, left) in enumerate(ORDERS):
             xs = x[:, i * CNN_DIM : (i + 1) * CNN_DIM]
             h = tf.nn.relu(self._dense(window(xs, slots, n, left), self.w1[i], self.b1[i])) + xs
