@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from plugins.use_multilingual.settings import PRECISIONS
 from plugins.use_multilingual.tokenizer import make_tokenizer
 from plugins.use_multilingual.weights import CNN_DIM, NUM_CHUNKS, ORDERS, UseWeights
 
@@ -34,7 +35,6 @@ MAX_LEFT = max(left for _, left in ORDERS)
 MAX_RIGHT = max(n - 1 - left for n, left in ORDERS)
 HALO = 2 * max(MAX_LEFT, MAX_RIGHT)
 FEATURES = 512 + len(ORDERS) * CNN_DIM
-PRECISIONS = ("float32", "bfloat16")
 
 
 class UseGraph(tf.Module):
@@ -42,8 +42,9 @@ class UseGraph(tf.Module):
 
     Calling it (strings) and ``encode_ids`` (already tokenised ids, for tests against other
     forward passes) each trace once: their input signatures have an unknown batch size.
-    ``precision="bfloat16"`` runs the matrix products in bfloat16 with float32 accumulation;
-    layer norms, pooling and the output stay float32.
+    ``precision="bfloat16"`` runs the token-level matrix products (~95 % of the work) in
+    bfloat16; layer norms, pooling, the DNN and the output stay float32, which keeps vectors
+    at cosine >= 0.99997 of float32 ones (bfloat16 there too cost an order of magnitude more).
     """
 
     def __init__(
