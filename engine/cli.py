@@ -574,6 +574,10 @@ def export_encoder(
     click.echo(f"exported {encoder} to {directory}")
 
 
+from engine.cli_towers import towers  # noqa: E402, I001 - registered once cli exists
+cli.add_command(towers)
+
+
 def main() -> None:
     # TensorFlow's C++ start-up chatter would drown the one-line output users script against.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

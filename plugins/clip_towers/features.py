@@ -1,0 +1,131 @@
+"""Running the frozen backbones once per image and caption, through the cache.
+
+Images are keyed by their file's SHA-256 before anything is decoded, so a rerun finds them
+without touching the network; only the misses are decoded (in a thread pool, at the reduced
+size the engine also uses) and run. Unreadable images come back as :class:`Skipped` with the
+reason, never as an exception: the caller decides whether enough pairs are left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.images import DECODE_OVERSAMPLING, iter_images
+from engine.resources import file_sha256
+from plugins.clip_towers.backbones import ImageBackbone, TextBackbone
+from plugins.clip_towers.cache import SHARD_ROWS, FeatureCache, text_key
+from plugins.clip_towers.pairs import Pair, Skipped
+from plugins.clip_towers.pixels import square_batch
+
+IMAGE_BATCH = 64
+TEXT_BATCH = 512
+TRUNK, GRID_FEATURES, TEXT = "trunk", "grid", "text"
+
+
+@dataclass
+class Extracted:
+    """Which pairs are usable, under which cache keys, and what it cost."""
+
+    pairs: list[Pair] = field(default_factory=list)
+    image_keys: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    computed: int = 0
+    cached: int = 0
+
+
+def extract_images(
+    pairs: list[Pair],
+    backbone: ImageBackbone,
+    cache: FeatureCache,
+    on_progress: Callable[[int], None] | None = None,
+) -> Extracted:
+    """Cache backbone features of every readable image; report the others."""
+    result = Extracted()
+    keys: dict[Path, str] = {}
+    reasons: dict[Path, str] = {}
+    for pair in pairs:
+        if pair.image in keys or pair.image in reasons:
+            continue
+        try:
+            keys[pair.image] = file_sha256(pair.image)
+        except OSError as exc:
+            reasons[pair.image] = f"cannot read the image ({exc.strerror or exc})"
+    missing = set(cache.missing(list(keys.values())))
+    todo = [path for path, key in keys.items() if key in missing]
+    result.cached = len(keys) - len(todo)
+    if todo:
+        reasons.update(_compute(todo, keys, backbone, cache, on_progress))
+        result.computed = len(todo) - sum(1 for p in todo if p in reasons)
+    for pair in pairs:
+        if pair.image in reasons:
+            result.skipped.append(Skipped(pair.where, str(pair.image), reasons[pair.image]))
+        else:
+            result.pairs.append(pair)
+            result.image_keys.append(keys[pair.image])
+    return result
+
+
+def _compute(
+    paths: list[Path],
+    keys: dict[Path, str],
+    backbone: ImageBackbone,
+    cache: FeatureCache,
+    on_progress: Callable[[int], None] | None,
+) -> dict[Path, str]:
+    """Decode, run and cache ``paths``; returns the reasons of those that failed."""
+    size = backbone.size
+    failed: dict[Path, str] = {}
+    batch: list[tuple[str, np.ndarray]] = []
+    pending: dict[str, list[np.ndarray]] = {"keys": [], TRUNK: [], GRID_FEATURES: []}
+
+    def run_batch() -> None:
+        trunk, grid = backbone.features(square_batch([a for _, a in batch], size))
+        pending["keys"] += [k for k, _ in batch]
+        pending[TRUNK] += list(trunk)
+        pending[GRID_FEATURES] += list(grid)
+        if on_progress:
+            on_progress(len(batch))
+        batch.clear()
+
+    def flush() -> None:
+        if pending["keys"]:
+            cache.add(pending["keys"], {TRUNK: np.stack(pending[TRUNK]),
+                                        GRID_FEATURES: np.stack(pending[GRID_FEATURES])})
+        for rows in pending.values():
+            rows.clear()
+
+    for item in iter_images(paths, min_side=size * DECODE_OVERSAMPLING):
+        if item.error is not None or item.array is None:
+            failed[item.path] = item.error or "not readable"
+            if on_progress:
+                on_progress(1)
+            continue
+        batch.append((keys[item.path], item.array))
+        if len(batch) == IMAGE_BATCH:
+            run_batch()
+        if len(pending["keys"]) >= SHARD_ROWS:
+            flush()
+    if batch:
+        run_batch()
+    flush()
+    return failed
+
+
+def text_features(texts: list[str], backbone: TextBackbone, cache: FeatureCache) -> np.ndarray:
+    """Caption features ``float32 [n, 512]``, computing only captions the cache lacks."""
+    keys = [text_key(t) for t in texts]
+    todo = cache.missing(keys)
+    if todo:
+        by_key = dict(zip(keys, texts, strict=True))
+        for start in range(0, len(todo), SHARD_ROWS):
+            chunk = todo[start : start + SHARD_ROWS]
+            vectors = np.concatenate([
+                backbone.features([by_key[k] for k in chunk[i : i + TEXT_BATCH]])
+                for i in range(0, len(chunk), TEXT_BATCH)
+            ])
+            cache.add(chunk, {TEXT: vectors.astype(np.float32)})
+    return cache.load(keys, TEXT)
