@@ -42,12 +42,9 @@ def _fields(function: Any) -> Any:
     return function
 
 
-def _skip_reporter(as_json: bool) -> Any:
-    def report(skipped: Any) -> None:
-        if not as_json:
-            click.echo(skipped.line(), err=True)
-
-    return report
+def _report_skip(skipped: Any) -> None:
+    """One stderr line per skipped pair, also with --json (which keeps stdout parseable)."""
+    click.echo(skipped.line(), err=True)
 
 
 @towers.command()
@@ -99,7 +96,7 @@ def train(pairs: str, out: str, image_field: str, text_field: str, group_field: 
     )
     fit = FitConfig(epochs=epochs, fine_tune_epochs=fine_tune_epochs, batch_size=batch_size,
                     learning_rate=learning_rate, patience=patience, seed=seed)
-    report = train_towers(pairs, out, config, fit, on_skip=_skip_reporter(as_json))
+    report = train_towers(pairs, out, config, fit, on_skip=_report_skip)
     if as_json:
         click.echo(json.dumps(report.to_json(), default=str))
         return
@@ -137,7 +134,7 @@ def evaluate(towers_dir: str, pairs: str, image_field: str, text_field: str,
         options["batch_size"] = batch_size
     report = evaluate_towers(ClipTowersEncoder(**options), pairs, image_field=image_field,
                              text_field=text_field, group_field=group_field,
-                             on_skip=_skip_reporter(as_json))
+                             on_skip=_report_skip)
     if as_json:
         click.echo(json.dumps(report.to_json(), default=str))
         return
