@@ -219,7 +219,7 @@ def test_feature_cache_finds_rows_by_content_key_across_runs(tmp_path: Path) -> 
 
 def test_mixed_precision_heads_train_and_give_float32() -> None:
     from plugins.clip_towers.fit import FitConfig, Split, Trainer
-    from plugins.clip_towers.heads import build_heads
+    from plugins.clip_towers.heads import build_heads, float32_copy
 
     rng = np.random.default_rng(0)
     n = 64
@@ -237,7 +237,11 @@ def test_mixed_precision_heads_train_and_give_float32() -> None:
     result = trainer.fit(split, split)
     assert result.mixed_precision and len(result.history) == 2
     assert all(np.isfinite(r["loss"]) for r in result.history)
-    assert heads.image(split.grid[:2].astype(np.float32)).dtype.name == "float32"
+    grid = split.grid[:4].astype(np.float32)
+    assert heads.image(grid).dtype.name == "float32"
+    exported = float32_copy(heads)  # what a towers folder gets
+    assert exported.image.layers[-2].compute_dtype == "float32"
+    np.testing.assert_allclose(exported.image(grid), heads.image(grid), rtol=0.02, atol=0.02)
 
 
 class _NoTop:

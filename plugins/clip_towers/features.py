@@ -43,7 +43,11 @@ def extract_images(
     cache: FeatureCache,
     on_progress: Callable[[int], None] | None = None,
 ) -> Extracted:
-    """Cache backbone features of every readable image; report the others."""
+    """Cache backbone features of every readable image; report the others.
+
+    ``on_progress(n)`` is called as images are settled, ``n`` at a time, adding up to the
+    number of distinct image paths.
+    """
     result = Extracted()
     keys: dict[Path, str] = {}
     reasons: dict[Path, str] = {}
@@ -57,6 +61,8 @@ def extract_images(
     missing = set(cache.missing(list(keys.values())))
     todo = [path for path, key in keys.items() if key in missing]
     result.cached = len(keys) - len(todo)
+    if on_progress:
+        on_progress(result.cached + len(reasons))  # settled without running the backbone
     if todo:
         reasons.update(_compute(todo, keys, backbone, cache, on_progress))
         result.computed = len(todo) - sum(1 for p in todo if p in reasons)

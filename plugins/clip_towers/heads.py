@@ -77,3 +77,13 @@ def build_heads(grid_shape: tuple[int, int, int], text_width: int, dim: int,
 
     log_scale = tf.Variable(math.log(INITIAL_SCALE), dtype=tf.float32, name="log_logit_scale")
     return Heads(image, text, log_scale)
+
+
+def float32_copy(heads: Heads) -> Heads:
+    """The same heads computing in float32: what an exported tower should run anywhere."""
+    grid_shape = tuple(int(d) for d in heads.image.inputs[0].shape[1:])
+    text_width = int(heads.text.inputs[0].shape[-1])
+    dim = int(heads.text.outputs[0].shape[-1])
+    copy = build_heads(grid_shape, text_width, dim, mixed_precision=False)  # type: ignore[arg-type]
+    copy.restore(heads.snapshot())
+    return copy

@@ -73,7 +73,7 @@ def train_towers(
     from plugins.clip_towers.cache import FeatureCache, default_cache_dir
     from plugins.clip_towers.features import extract_images, text_features
     from plugins.clip_towers.fit import FitConfig, Trainer, use_mixed_precision
-    from plugins.clip_towers.heads import build_heads
+    from plugins.clip_towers.heads import build_heads, float32_copy
 
     fit_config = fit_config or FitConfig()
     target = Path(out)
@@ -85,7 +85,11 @@ def train_towers(
     image = ImageBackbone(config.image_size)
     cache_root = config.cache_dir or default_cache_dir()
     image_cache = FeatureCache(cache_root, "lite0", image.fingerprint())
-    extracted = extract_images(pairs, image, image_cache)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len({p.image for p in pairs}), desc="backbone features", unit="image",
+              disable=not config.progress, dynamic_ncols=True) as bar:
+        extracted = extract_images(pairs, image, image_cache, on_progress=bar.update)
     for skipped in extracted.skipped:
         if on_skip:
             on_skip(skipped)
@@ -135,6 +139,8 @@ def train_towers(
         )
         from plugins.clip_towers.export import export_towers
 
+        if mixed:  # exported towers compute in float32 wherever they run
+            heads = float32_copy(heads)
         export_towers(staging, spec, text=text, image=image, heads=heads)
         if target.exists():
             target.rmdir()  # checked empty above; rename needs it gone
