@@ -45,7 +45,9 @@ def run_child(args: list[str], log: Path, timeout: float) -> dict[str, Any]:
         err.write(f"\n=== {' '.join(args)}\n")
         err.flush()
         try:
-            done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, timeout=timeout)
+            done = subprocess.run(
+                cmd, stdout=subprocess.PIPE, stderr=err, text=True, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             return {"error": f"timed out after {timeout:.0f} s"}
     lines = [x for x in done.stdout.splitlines() if x.startswith(MARK)]
@@ -109,6 +111,7 @@ def peak_rss(res: dict, system: str) -> float | None:
 ROWS: list[tuple[str, Any, str]] = [
     ("ingest docs/s (persisted)", ("ingest", "docs_per_s"), "{:,.0f}"),
     ("ingest peak RSS MB", ("ingest", "rss_mb"), "{:,.0f}"),
+    ("  of it the harness's input arrays MB", ("ingest", "rss_inputs_mb"), "{:,.0f}"),
     ("disk MB after ingest", ("ingest", "disk_mb"), "{:,.1f}"),
     ("cold open: import+open s", ("open", "open_s"), "{:.2f}"),
     ("cold open: first answer s", ("open", "first_query_s"), "{:.2f}"),
@@ -122,6 +125,8 @@ ROWS: list[tuple[str, Any, str]] = [
     ("filtered recall@10", ("query", "filtered", "recall"), "{:.4f}"),
     ("filtered: share with < 10 hits", ("query", "filtered", "short_share"), "{:.3f}"),
     ("query-process peak RSS MB", ("query", "rss_mb"), "{:,.0f}"),
+    ("  of it now anonymous (heap) MB", ("query", "rssanon_mb"), "{:,.0f}"),
+    ("  of it now file-backed (mapped) MB", ("query", "rssfile_mb"), "{:,.0f}"),
     ("add 1,000 incl. reopen s", ("add", "seconds"), "{:.2f}"),
     ("delete 1,000 incl. reopen s", ("delete", "seconds"), "{:.2f}"),
     ("deleted ids returned (2,000 searches)", "resurfaced", "{:.0f}"),
@@ -134,8 +139,8 @@ def cell(res: dict, system: str, key: Any) -> Any:
     if key == "peak":
         return peak_rss(res, system)
     if key == "resurfaced":
-        a, b = _get(res, system, "verify", "resurfaced"), _get(res, system, "verify", "resurfaced_filtered")
-        return None if a is None else a + b
+        a = _get(res, system, "verify", "resurfaced")
+        return None if a is None else a + _get(res, system, "verify", "resurfaced_filtered")
     if key == "count_ok":
         c, e = _get(res, system, "verify", "count"), _get(res, system, "verify", "expected")
         return None if c is None else ("yes" if c == e else f"no ({c} vs {e})")
@@ -161,21 +166,24 @@ def table(n: int, res: dict, systems: list[str]) -> str:
 def goals(res: dict) -> list[str]:
     """The goals of issue 7, checked for hubsearch-auto against Chroma."""
     h, c = "hubsearch-auto", "chroma"
-    g = lambda s, *k: _get(res, s, *k)  # noqa: E731
+    def ratio(*keys: str) -> float:
+        return _get(res, h, *keys) / _get(res, c, *keys)
+
     try:
         checks = [
-            ("ingest >= 3x Chroma docs/s",
-             g(h, "ingest", "docs_per_s") / g(c, "ingest", "docs_per_s"), lambda r: r >= 3),
-            ("filtered p50 <= 1/5 of Chroma's",
-             g(h, "query", "filtered", "p50_ms") / g(c, "query", "filtered", "p50_ms"), lambda r: r <= 0.2),
-            ("filtered recall@10 >= 0.99", g(h, "query", "filtered", "recall"), lambda r: r >= 0.99),
-            ("unfiltered p50 no slower than Chroma's",
-             g(h, "query", "plain", "p50_ms") / g(c, "query", "plain", "p50_ms"), lambda r: r <= 1),
+            ("ingest >= 3x Chroma docs/s", ratio("ingest", "docs_per_s"), lambda r: r >= 3),
+            ("filtered p50 <= 1/5 of Chroma's", ratio("query", "filtered", "p50_ms"),
+             lambda r: r <= 0.2),
+            ("filtered recall@10 >= 0.99", _get(res, h, "query", "filtered", "recall"),
+             lambda r: r >= 0.99),
+            ("unfiltered p50 no slower than Chroma's", ratio("query", "plain", "p50_ms"),
+             lambda r: r <= 1),
             ("peak RSS <= Chroma's", peak_rss(res, h) / peak_rss(res, c), lambda r: r <= 1),
         ]
     except (TypeError, ZeroDivisionError):
         return ["goals: not checked (a phase failed)"]
-    return [f"- {name}: {value:.2f} -> {'met' if ok(value) else 'MISSED'}" for name, value, ok in checks]
+    return [f"- {name}: {value:.2f} -> {'met' if ok(value) else 'MISSED'}"
+            for name, value, ok in checks]
 
 
 def banking_table(res: dict) -> str:
@@ -189,8 +197,8 @@ def banking_table(res: dict) -> str:
             ("disk MB", "disk_mb", "{:.1f}")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, key, fmt in rows:
-        vals = [res[s].get(key) for s in res]
-        lines.append("| " + " | ".join([label, *("—" if v is None else fmt.format(v) for v in vals)]) + " |")
+        vals = ["—" if res[s].get(key) is None else fmt.format(res[s][key]) for s in res]
+        lines.append("| " + " | ".join([label, *vals]) + " |")
     return "\n".join(lines)
 
 
@@ -201,8 +209,9 @@ def environment() -> dict[str, Any]:
         except PackageNotFoundError:
             return "not installed"
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f
+                    if line.startswith("model name")), platform.processor())
     return {
         "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
@@ -211,11 +220,14 @@ def environment() -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     ap.add_argument("--queries", type=int, default=1000)
-    ap.add_argument("--quick", action="store_true", help="2,000 docs, 200 queries, 1,000 BANKING77 texts")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 2,000 docs, 200 queries, 1,000 BANKING77 texts")
     ap.add_argument("--skip-banking", action="store_true")
     ap.add_argument("--banking-limit", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--work", default=None, help="scratch folder (default: a new temp folder)")

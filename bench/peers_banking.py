@@ -73,7 +73,8 @@ def _chroma(path: Path, texts: list[str], tests: list[str], enc: Any) -> tuple[f
     step = client.get_max_batch_size()
     t0 = time.perf_counter()
     for s in range(0, len(texts), step):
-        col.add(ids=[str(i) for i in range(s, min(s + step, len(texts)))], documents=texts[s : s + step])
+        ids = [str(i) for i in range(s, min(s + step, len(texts)))]
+        col.add(ids=ids, documents=texts[s : s + step])
     t1 = time.perf_counter()
     top = []
     for s in range(0, len(tests), 512):

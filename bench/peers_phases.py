@@ -9,6 +9,7 @@ also holds the input corpus (the same arrays for every system).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from peers_corpus import EXTRA, K, Corpus, doc_id, row_of, texts_and_metadata
+from peers_corpus import EXTRA, Corpus, K, doc_id, row_of, texts_and_metadata
 from peers_systems import SYSTEMS
 
 
@@ -24,25 +25,34 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_now_mb() -> dict[str, float]:
+    """Resident memory now, split into anonymous (heap, arrays) and file-backed (mapped files)."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                out[line.split(":")[0].lower() + "_mb"] = int(line.split()[1]) / 1024
+    return out
+
+
 def disk_mb(path: Path) -> float:
     total = 0
     for root, _, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 total += os.stat(os.path.join(root, name)).st_blocks * 512
-            except FileNotFoundError:
-                pass
     return total / 2**20
 
 
-def _inputs(corpus: Corpus, rows: np.ndarray) -> tuple[list[str], np.ndarray, list[str], list]:
-    vectors = np.ascontiguousarray(corpus.vectors(mmap=True)[rows])
+def _inputs(corpus: Corpus, start: int, stop: int) -> tuple[list[str], np.ndarray, list, list]:
+    rows = np.arange(start, stop)
+    vectors = corpus.row_range(start, stop)
     texts, metas = texts_and_metadata(corpus, rows)
     return [doc_id(r) for r in rows.tolist()], vectors, texts, metas
 
 
 def ingest(system: str, corpus: Corpus, path: Path) -> dict[str, Any]:
-    ids, vectors, texts, metas = _inputs(corpus, np.arange(corpus.n))
+    ids, vectors, texts, metas = _inputs(corpus, 0, corpus.n)
     rss_inputs = peak_rss_mb()
     t0 = time.perf_counter()
     s = SYSTEMS[system]()
@@ -51,6 +61,7 @@ def ingest(system: str, corpus: Corpus, path: Path) -> dict[str, Any]:
     s.persist(path)
     seconds = time.perf_counter() - t0
     out = {"seconds": seconds, "docs_per_s": corpus.n / seconds, "count": s.count()}
+    out.update(rss_now_mb())
     s.close()
     return {**out, "rss_mb": peak_rss_mb(), "rss_inputs_mb": rss_inputs, "disk_mb": disk_mb(path)}
 
@@ -77,7 +88,10 @@ def _latencies(s: Any, q: np.ndarray, cats: np.ndarray | None) -> tuple[np.ndarr
 
 
 def _recall(found: list[list[str]], truth: np.ndarray) -> tuple[float, float]:
-    hits = [len({row_of(d) for d in f} & set(t.tolist())) / K for f, t in zip(found, truth)]
+    hits = [
+        len({row_of(d) for d in f} & set(t.tolist())) / K
+        for f, t in zip(found, truth, strict=True)
+    ]
     short = sum(len(f) < K for f in found) / len(found)
     return float(np.mean(hits)), short
 
@@ -100,12 +114,12 @@ def query(system: str, corpus: Corpus, path: Path) -> dict[str, Any]:
             "short_share": short,
         }
     out["settings"] = s.settings()
-    return {**out, "rss_mb": peak_rss_mb()}
+    return {**out, "rss_mb": peak_rss_mb(), **rss_now_mb()}
 
 
 def add_more(system: str, corpus: Corpus, path: Path) -> dict[str, Any]:
     """Reopen the persisted index and append the 1,000 extra documents."""
-    ids, vectors, texts, metas = _inputs(corpus, np.arange(corpus.n, corpus.n + EXTRA))
+    ids, vectors, texts, metas = _inputs(corpus, corpus.n, corpus.n + EXTRA)
     t0 = time.perf_counter()
     s = SYSTEMS[system]()
     s.open(path)

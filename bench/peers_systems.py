@@ -122,7 +122,11 @@ class Chroma:
 
     def settings(self) -> dict[str, Any]:
         conf = self.col.configuration if self.col is not None else {}
-        return {"version": version("chromadb"), "index": "hnsw (default)", "params": conf.get("hnsw")}
+        return {
+            "version": version("chromadb"),
+            "index": "hnsw (default)",
+            "params": conf.get("hnsw"),
+        }
 
 
 _TXTAI_SQL = "select id, text, category, lang, score from txtai where similar(:q)"
