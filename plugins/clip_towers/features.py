@@ -8,9 +8,11 @@ reason, never as an exception: the caller decides whether enough pairs are left.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +20,7 @@ from engine.images import DECODE_OVERSAMPLING, iter_images
 from engine.resources import file_sha256
 from plugins.clip_towers.backbones import ImageBackbone, TextBackbone
 from plugins.clip_towers.cache import SHARD_ROWS, FeatureCache, text_key
-from plugins.clip_towers.pairs import Pair, Skipped
+from plugins.clip_towers.pairs import Pair, Skipped, require_enough
 from plugins.clip_towers.pixels import square_batch
 
 IMAGE_BATCH = 64
@@ -135,3 +137,68 @@ def text_features(texts: list[str], backbone: TextBackbone, cache: FeatureCache)
             ])
             cache.add(chunk, {TEXT: vectors.astype(np.float32)})
     return cache.load(keys, TEXT)
+
+
+@dataclass
+class TrainingData:
+    """Everything training reads: usable pairs and their cached features, row i = pair i."""
+
+    extracted: Extracted
+    image: ImageBackbone
+    text: TextBackbone
+    grid: np.ndarray  # float16 [n, GRID, GRID, 1280]
+    trunk: np.ndarray | None  # float16 [n, h, w, 192]; only when fine-tuning
+    captions: np.ndarray  # float32 [n, 512]
+    groups: np.ndarray  # int64 [n]
+    images: np.ndarray  # int64 [n], equal for pairs sharing an image file
+    seconds: float
+
+    def split(self, rows: np.ndarray) -> Any:
+        from plugins.clip_towers.fit import Split
+
+        trunk = None if self.trunk is None else self.trunk[rows]
+        return Split(self.grid[rows], trunk, self.captions[rows], self.groups[rows],
+                     self.images[rows])
+
+
+def training_data(
+    pairs: list[Pair],
+    source: str,
+    *,
+    image_size: int,
+    cache_root: Path,
+    with_trunk: bool,
+    progress: bool,
+    on_skip: Callable[[Skipped], None] | None = None,
+) -> TrainingData:
+    """Extract (or read back) the features of ``pairs``; too few usable pairs is a BadInput."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    image = ImageBackbone(image_size)
+    image_cache = FeatureCache(cache_root, "lite0", image.fingerprint())
+    with tqdm(total=len({p.image for p in pairs}), desc="backbone features", unit="image",
+              disable=not progress, dynamic_ncols=True) as bar:
+        extracted = extract_images(pairs, image, image_cache, on_progress=bar.update)
+    for skipped in extracted.skipped:
+        if on_skip:
+            on_skip(skipped)
+    require_enough(len(extracted.pairs), len(extracted.skipped), source)
+    text = TextBackbone()
+    captions = text_features([p.text for p in extracted.pairs], text,
+                             FeatureCache(cache_root, "use-m3", text.fingerprint()))
+    keys = extracted.image_keys
+    return TrainingData(
+        extracted, image, text,
+        grid=image_cache.load(keys, GRID_FEATURES),
+        trunk=image_cache.load(keys, TRUNK) if with_trunk else None,
+        captions=captions,
+        groups=_ids([p.group for p in extracted.pairs]),
+        images=_ids(keys),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _ids(values: list[str]) -> np.ndarray:
+    table: dict[str, int] = {}
+    return np.array([table.setdefault(v, len(table)) for v in values], dtype=np.int64)

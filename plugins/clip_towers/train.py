@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import BadInput
+from plugins.clip_towers.fit import FitConfig
 from plugins.clip_towers.pairs import Skipped, read_pairs, require_enough
 from plugins.clip_towers.spec import ImageInput, TowersSpec
 
@@ -65,14 +66,14 @@ def train_towers(
     pairs_file: str | os.PathLike[str],
     out: str | os.PathLike[str],
     config: TrainConfig = TrainConfig(),
-    fit_config: Any = None,
+    fit_config: FitConfig | None = None,
     on_skip: Callable[[Skipped], None] | None = None,
 ) -> TrainReport:
     """Train towers on ``pairs_file`` and write them to ``out`` (absent or empty)."""
-    from plugins.clip_towers.backbones import ImageBackbone, TextBackbone
-    from plugins.clip_towers.cache import FeatureCache, default_cache_dir
-    from plugins.clip_towers.features import extract_images, text_features
-    from plugins.clip_towers.fit import FitConfig, Trainer, use_mixed_precision
+    from plugins.clip_towers.cache import default_cache_dir
+    from plugins.clip_towers.export import export_towers
+    from plugins.clip_towers.features import training_data
+    from plugins.clip_towers.fit import Trainer, use_mixed_precision
     from plugins.clip_towers.heads import build_heads, float32_copy
 
     fit_config = fit_config or FitConfig()
@@ -80,74 +81,40 @@ def train_towers(
     _check_settings(target, config, fit_config)
     pairs = read_pairs(pairs_file, config.image_field, config.text_field, config.group_field)
     require_enough(len(pairs), 0, pairs_file)
-
-    started = time.perf_counter()
-    image = ImageBackbone(config.image_size)
-    cache_root = config.cache_dir or default_cache_dir()
-    image_cache = FeatureCache(cache_root, "lite0", image.fingerprint())
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len({p.image for p in pairs}), desc="backbone features", unit="image",
-              disable=not config.progress, dynamic_ncols=True) as bar:
-        extracted = extract_images(pairs, image, image_cache, on_progress=bar.update)
-    for skipped in extracted.skipped:
-        if on_skip:
-            on_skip(skipped)
-    require_enough(len(extracted.pairs), len(extracted.skipped), pairs_file)
-    text = TextBackbone()
-    text_cache = FeatureCache(cache_root, "use-m3", text.fingerprint())
-    captions = text_features([p.text for p in extracted.pairs], text, text_cache)
-    grid = image_cache.load(extracted.image_keys, "grid")
-    trunk = image_cache.load(extracted.image_keys, "trunk") if fit_config.fine_tune_epochs else None
-    feature_seconds = time.perf_counter() - started
-
-    groups = _ids([p.group for p in extracted.pairs])
-    images = _ids(extracted.image_keys)
-    train_rows, val_rows = split_by_image(images, config.val_fraction, fit_config.seed)
-
-    def rows(which: np.ndarray) -> Any:
-        from plugins.clip_towers.fit import Split
-
-        return Split(grid[which], None if trunk is None else trunk[which], captions[which],
-                     groups[which], images[which])
-
+    data = training_data(
+        pairs, os.fspath(pairs_file), image_size=config.image_size,
+        cache_root=config.cache_dir or default_cache_dir(),
+        with_trunk=fit_config.fine_tune_epochs > 0, progress=config.progress, on_skip=on_skip,
+    )
+    train_rows, val_rows = split_by_image(data.images, config.val_fraction, fit_config.seed)
     mixed = use_mixed_precision(fit_config.mixed_precision)
-    heads = build_heads(tuple(grid.shape[1:]), text.dim, config.dim, mixed_precision=mixed)
-    image.build()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".training",
-                                    dir=target.parent))
-    try:
-        logdir = config.logdir or staging / "logs"
-        trainer = Trainer(heads, image.top, fit_config, logdir=logdir, progress=config.progress,
+    heads = build_heads(tuple(data.grid.shape[1:]), data.text.dim, config.dim,
+                        mixed_precision=mixed)
+    data.image.build()
+    with _staging(target) as staging:
+        trainer = Trainer(heads, data.image.top, fit_config,
+                          logdir=config.logdir or staging / "logs", progress=config.progress,
                           mixed_precision=mixed)
-        result = trainer.fit(rows(train_rows), rows(val_rows) if len(val_rows) else None)
+        result = trainer.fit(data.split(train_rows),
+                             data.split(val_rows) if len(val_rows) else None)
         stage1 = [r["seconds"] for r in result.history if r["stage"] == "heads"]
         report = TrainReport(
-            out=target, pairs=len(pairs), used=len(extracted.pairs), skipped=extracted.skipped,
-            images_computed=extracted.computed, images_cached=extracted.cached,
-            train_pairs=len(train_rows), val_pairs=len(val_rows),
-            feature_seconds=feature_seconds,
+            out=target, pairs=len(pairs), used=len(data.extracted.pairs),
+            skipped=data.extracted.skipped, images_computed=data.extracted.computed,
+            images_cached=data.extracted.cached, train_pairs=len(train_rows),
+            val_pairs=len(val_rows), feature_seconds=data.seconds,
             epoch_seconds=float(np.mean(stage1)) if stage1 else 0.0,
             history=result.history, best=result.best, mixed_precision=mixed,
         )
         spec = TowersSpec(
             dim=config.dim,
             image=ImageInput(size=config.image_size),
-            backbones={"text": text.fingerprint(), "image": image.fingerprint()},
+            backbones={"text": data.text.fingerprint(), "image": data.image.fingerprint()},
             training=_training_record(report, config, fit_config),
         )
-        from plugins.clip_towers.export import export_towers
-
-        if mixed:  # exported towers compute in float32 wherever they run
-            heads = float32_copy(heads)
-        export_towers(staging, spec, text=text, image=image, heads=heads)
-        if target.exists():
-            target.rmdir()  # checked empty above; rename needs it gone
-        os.rename(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        # Exported towers compute in float32 wherever they run, whatever training used.
+        export_towers(staging, spec, text=data.text, image=data.image,
+                      heads=float32_copy(heads) if mixed else heads)
     return report
 
 
@@ -162,12 +129,23 @@ def split_by_image(images: np.ndarray, fraction: float, seed: int) -> tuple[np.n
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def _ids(values: list[str]) -> np.ndarray:
-    table: dict[str, int] = {}
-    return np.array([table.setdefault(v, len(table)) for v in values], dtype=np.int64)
+@contextmanager
+def _staging(target: Path) -> Iterator[Path]:
+    """A temporary sibling of ``target``, renamed to it when the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".training",
+                                    dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            target.rmdir()  # checked empty before training; rename needs it gone
+        os.rename(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
-def _check_settings(target: Path, config: TrainConfig, fit_config: Any) -> None:
+def _check_settings(target: Path, config: TrainConfig, fit_config: FitConfig) -> None:
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BadInput(f"--out {str(target)!r} exists and is not empty; pick a new folder")
     if not 0 <= config.val_fraction < 1:
@@ -180,7 +158,8 @@ def _check_settings(target: Path, config: TrainConfig, fit_config: Any) -> None:
             raise BadInput(f"{name} must be at least {least}, got {value}")
 
 
-def _training_record(report: TrainReport, config: TrainConfig, fit_config: Any) -> dict[str, Any]:
+def _training_record(report: TrainReport, config: TrainConfig,
+                     fit_config: FitConfig) -> dict[str, Any]:
     return {
         "pairs": report.used,
         "train_pairs": report.train_pairs,
