@@ -5,6 +5,10 @@ one, so `hnsw` labels its nodes by position (0, 1, 2, ...) and keeps here the en
 position, which positions are still live, and a sorted view of the live ids for the reverse
 lookup. Re-adding a deleted id (an upsert) takes a new position; the old one stays masked until
 the next rebuild.
+
+A filtered search turns every allowed id into a position: for 50,000 allowed ids in a million a
+binary search costs 4 ms, the whole budget of a fast query. Engine ids are dense (they grow from
+1), so while they are, a direct table ``position = table[id]`` answers in a tenth of that.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from indexes._select import bitmap
+
+#: The direct table is kept while the largest id is below this many times the live count
+#: (plus a million): at most 8 * 64 = 512 bytes a vector next to HNSW's 2,300.
+_DENSE = 64
 
 
 class IdMap:
@@ -25,6 +33,7 @@ class IdMap:
         self._keys = self.ids[positions][order]  # sorted live ids
         self._where = positions[order]  # their positions
         self._live_bits: np.ndarray | None = None
+        self._table: np.ndarray | None = None  # id -> live position or -1, while ids are dense
 
     @property
     def total(self) -> int:
@@ -58,12 +67,24 @@ class IdMap:
         self.ids = np.concatenate([self.ids, ids])
         self.live = np.concatenate([self.live, np.ones(len(ids), bool)])
         self._live_bits = None
+        if self._table is not None:
+            top = int(ids.max()) + 1
+            if ids.min() < 0 or not self._dense(top):
+                self._table = None
+            else:
+                if top > len(self._table):  # grow by doubling, like a list
+                    grown = np.full(max(top, 2 * len(self._table)), -1, np.int64)
+                    grown[: len(self._table)] = self._table
+                    self._table = grown
+                self._table[ids] = start + np.arange(len(ids))
 
     def remove(self, ids: np.ndarray) -> int:
         """Mask the live positions of ``ids``; returns how many were live."""
         slots = self._slots(ids)
         if len(slots):
             self.live[self._where[slots]] = False
+            if self._table is not None:
+                self._table[self._keys[slots]] = -1
             self._keys = np.delete(self._keys, slots)
             self._where = np.delete(self._where, slots)
             self._live_bits = None
@@ -71,7 +92,25 @@ class IdMap:
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Live positions of those ``ids`` that are in the index (absent ids are dropped)."""
-        return self._where[self._slots(ids)]
+        table = self._direct_table()
+        if table is None:
+            return self._where[self._slots(ids)]
+        found = table[ids[(ids >= 0) & (ids < len(table))]]
+        found = found[found >= 0]
+        if len(found) > 1 and not (np.diff(found) > 0).all():
+            found = np.unique(found)
+        return found
+
+    def _dense(self, top: int) -> bool:
+        return top <= _DENSE * self.live_count + (1 << 20)
+
+    def _direct_table(self) -> np.ndarray | None:
+        if self._table is None and self.live_count:
+            top = int(self._keys[-1]) + 1
+            if self._keys[0] >= 0 and self._dense(top):
+                self._table = np.full(top, -1, np.int64)
+                self._table[self._keys] = self._where
+        return self._table
 
     def _slots(self, ids: np.ndarray) -> np.ndarray:
         if len(ids) == 0 or self.live_count == 0:
@@ -80,7 +119,10 @@ class IdMap:
         inside = slots < len(self._keys)
         hit = np.zeros(len(ids), bool)
         hit[inside] = self._keys[slots[inside]] == ids[inside]
-        return np.unique(slots[hit])
+        slots = slots[hit]
+        if len(slots) > 1 and not (np.diff(slots) > 0).all():  # engines pass sorted ids
+            slots = np.unique(slots)
+        return slots
 
     def live_ids(self) -> np.ndarray:
         return self._keys.copy()

@@ -18,7 +18,7 @@ Lifecycle:
 Options: ``nlist`` (default: by size at training), ``nprobe`` (default ``max(8, nlist / 64)``),
 ``pq`` (sub-quantisers, default ``dim / 8`` up to 64), ``nbits`` (8), ``opq`` (false),
 ``rerank`` (10), ``train_min``, ``train_sample``, ``retrain_growth`` (4), ``drift_ratio``
-(1.2), ``gpu`` (auto / off / on: train on a GPU when FAISS has one).
+(1.05), ``gpu`` (auto / off / on: train on a GPU when FAISS has one).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class IvfPqIndex(VectorIndex):
         )
         self.train_sample = option_int(params, "train_sample")
         self.retrain_growth = option_float(params, "retrain_growth", 4.0)
-        self.drift_ratio = option_float(params, "drift_ratio", 1.2)
+        self.drift_ratio = option_float(params, "drift_ratio", 1.05)
         self.gpu = gpu.check_mode(option_str(params, "gpu"), owner)
         if self.dim % self.pq or not 1 <= self.nbits <= 16:
             raise BadInput(f"{owner}: pq={self.pq} must divide dim={self.dim}; nbits in 1..16")

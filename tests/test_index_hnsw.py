@@ -7,6 +7,7 @@ import pytest
 
 import indexes.hnsw
 from engine.errors import BadInput, CorruptCollection
+from indexes._idmap import IdMap
 from indexes.hnsw import HnswIndex
 from indexes.ivfpq import IvfPqIndex
 from indexes.testing import clustered, recall
@@ -113,3 +114,18 @@ def test_snapshot_of_another_kind_or_cut_short_is_refused(data, tmp_path):
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(CorruptCollection):
         HnswIndex.load(path, DIM)
+
+
+@pytest.mark.parametrize("stride", [1, 10**9], ids=["dense-ids", "sparse-ids"])
+def test_id_map_follows_adds_removes_and_upserts(stride):
+    ids = 7 + stride * np.arange(100)
+    idmap = IdMap()
+    idmap.append(ids[:60])
+    assert sorted(idmap.positions(ids[::-1])) == list(range(60))  # a set: any order in and out
+    idmap.append(ids[60:])
+    idmap.remove(ids[10:20])
+    idmap.append(ids[15:16])  # upsert: a new position for the same id
+    assert idmap.live_count == 91 and idmap.deleted_count == 10
+    assert sorted(idmap.positions(ids[[0, 15, 99, 12]])) == [0, 99, 100]
+    assert len(idmap.positions(np.array([-5, 3, 10**15]))) == 0
+    assert (idmap.labels_to_ids(np.array([[100, -1]])) == [[ids[15], -1]]).all()
