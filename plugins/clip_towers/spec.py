@@ -91,6 +91,8 @@ class TowersSpec:
             raise BadInput(f"text input {self.text_input!r} is not supported (the text tower "
                            "must take raw strings: string[N])")
         check_widths(self.text_dim or self.dim, self.image_dim or self.dim)
+        if (self.text_dim or self.dim) != self.dim:
+            raise BadInput(f"the towers give {self.text_dim}-d vectors but 'dim' says {self.dim}")
 
     def to_json(self) -> dict[str, Any]:
         return {
