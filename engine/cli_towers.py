@@ -18,13 +18,12 @@ def towers() -> None:
     """Cross-modal towers for the clip-towers encoder: train them from image-caption pairs.
 
     PAIRS.jsonl holds one {"image": "photos/1.jpg", "text": "a caption"} per line, image
-    paths relative to the file.
+    paths relative to the file. Use the towers with `hubsearch create NAME --encoder clip-towers
+    -o towers=DIR`; the collection then takes texts and images, and searches both.
 
     \b
     hubsearch towers train pairs.jsonl --out shop-towers
     hubsearch towers eval shop-towers held-out.jsonl
-    hubsearch create shop --encoder clip-towers -o towers=shop-towers
-    hubsearch add shop faq.jsonl photos/
     """
 
 

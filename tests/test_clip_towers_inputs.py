@@ -254,3 +254,13 @@ class _NoTop:
 
     def set_weights(self, weights: list) -> None:
         assert weights == []
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"]])
+def test_towers_help_teaches_by_example(command: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["towers", *command, "--help"])
+    assert result.exit_code == 0 and result.output.startswith(
+        "Usage: hubsearch towers" + "".join(f" {c}" for c in command))
+    examples = [line.strip() for line in result.output.splitlines()
+                if line.startswith("  hubsearch ")]
+    assert examples and all(e.startswith("hubsearch towers") for e in examples)
