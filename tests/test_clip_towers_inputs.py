@@ -258,7 +258,7 @@ class _NoTop:
 
 @pytest.mark.parametrize("command", [[], ["train"], ["eval"]])
 def test_towers_help_teaches_by_example(command: list[str]) -> None:
-    result = CliRunner().invoke(cli, ["towers", *command, "--help"])
+    result = CliRunner().invoke(cli, ["towers", *command, "--help"], prog_name="hubsearch")
     assert result.exit_code == 0 and result.output.startswith(
         "Usage: hubsearch towers" + "".join(f" {c}" for c in command))
     examples = [line.strip() for line in result.output.splitlines()
