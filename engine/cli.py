@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from engine.cli_towers import towers
 from engine.errors import HubsearchError, UnknownOption
 from engine.ingest import Fields, is_text_file, read_rows, read_sidecar
 
@@ -317,6 +318,12 @@ def _image_ids(files: list[Path], args: list[str]) -> list[str]:
     help='Metadata filter, e.g. \'{"lang": "de", "year": {"$gte": 2020}}\'.',
 )
 @click.option(
+    "--modality",
+    type=click.Choice(["text", "image"]),
+    default=None,
+    help="Only hits of this kind (collections holding texts and images).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="One JSON object per hit (per query with --queries)."
 )
 @click.pass_context
@@ -329,6 +336,7 @@ def search(
     text_field: str,
     k: int,
     where: str | None,
+    modality: str | None,
     as_json: bool,
 ) -> None:
     """Find the K documents closest to QUERY (or to --image), optionally filtered.
@@ -350,10 +358,10 @@ def search(
     col = _engine(ctx).open(name)
     if queries is not None:
         rows = read_rows(Path(queries), Fields(text=text_field))
-        results = col.search_many([r.text for r in rows], k=k, where=filt)
+        results = col.search_many([r.text for r in rows], k=k, where=filt, modality=modality)
         show_query_results(rows, results, as_json)
         return
-    show_hits(col.search(query, image=image, k=k, where=filt), as_json)
+    show_hits(col.search(query, image=image, k=k, where=filt, modality=modality), as_json)
 
 
 @cli.command()
@@ -574,7 +582,6 @@ def export_encoder(
     click.echo(f"exported {encoder} to {directory}")
 
 
-from engine.cli_towers import towers  # noqa: E402, I001 - registered once cli exists
 cli.add_command(towers)
 
 

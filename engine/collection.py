@@ -113,13 +113,17 @@ class Collection:
         vector: Any = None,
         k: int = 10,
         where: dict[str, Any] | str | None = None,
+        modality: str | None = None,
     ) -> list[Hit]:
-        """Top-k documents for a text, an image or a vector, optionally filtered by metadata."""
+        """Top-k documents for a text, an image or a vector, optionally filtered by metadata.
+
+        ``modality="image"`` keeps only images (a collection of twin towers holds both).
+        """
         given = [x is not None for x in (query, image, vector)]
         if sum(given) != 1:
             raise BadInput("search takes exactly one of: a text query, image=, vector=")
         _check_k(k)
-        where = parse_where(where)
+        where = with_modality(parse_where(where), modality)
         q = self._query_vector(query, image, vector)
         return self._search_vectors(q[None, :], k, where)[0]
 
@@ -131,13 +135,14 @@ class Collection:
         vectors: Any = None,
         k: int = 10,
         where: dict[str, Any] | str | None = None,
+        modality: str | None = None,
         batch_size: int | None = None,
     ) -> list[list[Hit]]:
         """Search many queries at once: encoded in batches, one index call when unfiltered."""
         if sum(x is not None for x in (queries, images, vectors)) != 1:
             raise BadInput("search_many takes exactly one of: queries=, images=, vectors=")
         _check_k(k)
-        where = parse_where(where)
+        where = with_modality(parse_where(where), modality)
         if vectors is not None:
             q = validate_vectors(vectors, self.dim, "vectors")
         else:
@@ -371,6 +376,14 @@ def open_store(folder: Path, manifest: Manifest) -> Store:
             )
         return Store(f"sqlite:///{path}")
     return Store(manifest.store_url)
+
+
+def with_modality(where: dict[str, Any] | None, modality: str | None) -> dict[str, Any] | None:
+    if modality is None:
+        return where
+    if modality not in (TEXT, IMAGE):
+        raise BadInput(f"modality must be 'text' or 'image', got {modality!r}")
+    return {"$and": [where, {"$modality": modality}]} if where else {"$modality": modality}
 
 
 def _check_k(k: Any) -> None:

@@ -20,6 +20,8 @@ from engine.errors import BadInput
 
 COMPARISONS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"}
 LOGICAL = {"$and", "$or"}
+#: Not metadata but a property of every document: "text" or "image" (mixed collections).
+MODALITY = "$modality"
 
 Scalar = str | int | float | bool | None
 
@@ -50,19 +52,31 @@ def referenced_fields(where: dict[str, Any]) -> set[str]:
 
 
 def compile_where(
-    where: dict[str, Any], doc_id: ColumnElement[Any], meta: Table
+    where: dict[str, Any],
+    doc_id: ColumnElement[Any],
+    meta: Table,
+    modality: ColumnElement[Any] | None = None,
 ) -> ColumnElement[bool]:
     """A boolean SQL expression over ``doc_id`` that is true for documents matching ``where``."""
     clauses = []
     for key, value in where.items():
         if key in LOGICAL:
-            subs = [compile_where(s, doc_id, meta) for s in _sub_filters(key, value)]
+            subs = [compile_where(s, doc_id, meta, modality) for s in _sub_filters(key, value)]
             clauses.append(and_(*subs) if key == "$and" else or_(*subs))
+        elif key == MODALITY and modality is not None:
+            clauses.append(_modality_clause(value, modality))
         elif key.startswith("$"):
             raise BadInput(f"where: unknown operator {key!r} (use $and, $or or a field name)")
         else:
             clauses.append(_field_clause(key, value, doc_id, meta))
     return and_(true(), *clauses)
+
+
+def _modality_clause(value: Any, modality: ColumnElement[Any]) -> ColumnElement[bool]:
+    values = value.get("$in") if isinstance(value, dict) and set(value) == {"$in"} else [value]
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise BadInput('where: $modality takes "text", "image" or {"$in": [...]}')
+    return modality.in_(values)
 
 
 def _sub_filters(op: str, value: Any) -> list[dict[str, Any]]:

@@ -192,7 +192,7 @@ class Store:
     ) -> np.ndarray:
         """Ids of visible documents matching ``where`` (optionally only among candidates)."""
         d = documents.c
-        query = select(d.id).where(visible(gen), compile_where(where, d.id, meta))
+        query = select(d.id).where(visible(gen), compile_where(where, d.id, meta, d.modality))
         if among is not None:
             query = query.where(d.id.in_([int(i) for i in among]))
         if limit is not None:

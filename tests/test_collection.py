@@ -159,3 +159,14 @@ def test_reindex_compact_and_checkpoint_keep_answers(engine, faq):
     assert [(h.id, round(h.score, 5)) for h in reopened.search("card lost", k=4)] == before
     reopened.add(texts=["after compaction entry"], ids=["late"])
     assert faq.search("after compaction entry", k=1)[0].id == "late"
+
+
+def test_modality_filter_keeps_one_kind(engine):
+    col = engine.create("mixed", encoder="precomputed", options={"dim": 4})
+    col.add(texts=["a text"], vectors=[[1, 0, 0, 0]], ids=["t"])
+    col.add(vectors=[[1, 0.1, 0, 0]], ids=["v"], metadata=[{"lang": "de"}])
+    assert [h.id for h in col.search(vector=[1, 0, 0, 0], k=2)] == ["t", "v"]
+    assert [h.id for h in col.search(vector=[1, 0, 0, 0], k=2, modality="text")] == ["t"]
+    assert col.search(vector=[1, 0, 0, 0], k=2, modality="image") == []
+    with pytest.raises(BadInput, match="modality must be"):
+        col.search(vector=[1, 0, 0, 0], modality="audio")
