@@ -7,8 +7,8 @@ import re
 import shlex
 
 from click.testing import CliRunner
-
 from conftest import REPO
+
 from engine.cli import cli
 
 
