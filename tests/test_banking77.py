@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import SHARED
 
 DATA = SHARED / "data" / "banking77"
