@@ -216,3 +216,13 @@ def test_reindex_and_compact_commands(run, faq):
         json.loads(x)["id"] for x in before.splitlines() if json.loads(x)["id"] != "lost"
     ]
     assert "unknown index kind 'nope'" in run("reindex", "faq", "--index", "nope", ok=False).output
+
+
+def test_help_and_plugin_listing_do_not_import_tensorflow_or_faiss(fake_site):
+    code = (
+        "import sys; from click.testing import CliRunner; from engine.cli import cli;"
+        "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0;"
+        "print(sorted(m for m in ('tensorflow', 'faiss', 'keras') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
