@@ -64,7 +64,10 @@ def rerank(
     out_scores, out_ids = empty_result(len(queries), k)
     rows = max(1, CHUNK // max(1, candidates.shape[1]))
     for start in range(0, len(queries), rows):
-        cand = candidates[start : start + rows]
+        cand = np.sort(candidates[start : start + rows], axis=1)
+        repeated = np.zeros(cand.shape, bool)
+        repeated[:, 1:] = cand[:, 1:] == cand[:, :-1]
+        cand[repeated] = -1  # an id held twice must not fill two of the k places
         valid = cand >= 0
         if not valid.any():
             continue

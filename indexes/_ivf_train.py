@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,12 @@ def nlist_for(n: int) -> int:
     while nlist > 1 and nlist * 39 > n:
         nlist //= 2
     return max(1, nlist)
+
+
+def min_training(nbits: int, nlist: int | None) -> int:
+    """Default ``train_min``: 39 vectors per PQ code and per list (FAISS's k-means floor)
+    plus the held-out vectors of the drift yardstick."""
+    return 39 * max(2**nbits, nlist or 0) + FIT_PROBE
 
 
 def default_pq(dim: int) -> int:
@@ -61,6 +67,51 @@ class Trained:
         probe = vectors[sample_rows(len(vectors), FIT_PROBE, seed=len(vectors))]
         scores, _ = self.ivf.quantizer.search(self.transform(probe), 1)
         return 1.0 - scores[:, 0]
+
+    def ids(self) -> np.ndarray:
+        """Every id in the lists, list by list."""
+        import faiss
+
+        lists = self.ivf.invlists
+        parts = [
+            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+            for i in range(lists.nlist)
+            if lists.list_size(i)
+        ]
+        return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+    def memory_bytes(self) -> int:
+        """Codes and ids in the lists, centroids, codebooks, rotation."""
+        ivf, dim = self.ivf, self.ivf.d
+        tables = ivf.nlist * dim * 4 + ivf.pq.centroids.size() * 4
+        tables += ivf.precomputed_table.size() * 4 + (0 if self.opq is None else dim * dim * 4)
+        return int(ivf.ntotal * (ivf.code_size + 8) + tables)
+
+
+@dataclass
+class FitWindow:
+    """Mean distance to the centroids over the latest adds, about ``size`` vectors of them."""
+
+    size: int
+    entries: list[list[float]] = field(default_factory=list)  # [vectors, mean], oldest first
+
+    def add(self, count: int, mean: float) -> None:
+        self.entries.append([count, mean])
+        seen = 0
+        for keep, (vectors, _) in enumerate(reversed(self.entries)):
+            seen += vectors
+            if seen >= self.size:
+                del self.entries[: len(self.entries) - keep - 1]
+                break
+
+    @property
+    def count(self) -> int:
+        return int(sum(c for c, _ in self.entries))
+
+    @property
+    def mean(self) -> float:
+        count = self.count
+        return sum(c * d for c, d in self.entries) / count if count else 0.0
 
 
 def gather(parts: Sequence[tuple[np.ndarray, Any]], rows: np.ndarray) -> np.ndarray:
@@ -95,7 +146,7 @@ def train(
     # Keep some vectors out of training even when the collection is small: the drift yardstick
     # must be measured on vectors the centroids were not fitted to, as future adds will be
     # (fitted ones sit ~5 % closer, which would read as drift).
-    held = max(0, min(FIT_PROBE, n // 5, n - max(nlist, 2**nbits)))
+    held = max(0, min(FIT_PROBE, n // 5, n - max(nlist, 2**nbits)))  # see min_training
     rows = sample_rows(n, min(size, n - held))
     x = np.ascontiguousarray(gather(parts, rows))
     rotation = None

@@ -7,8 +7,9 @@ blur the top of the list. Without a lookup the scores are the PQ approximations.
 
 Lifecycle:
 
-* Untrained: until ``train_min`` vectors have arrived (default ``39 * 2**nbits``, 9984 at 8 bits,
-  the least FAISS trains a codebook on) the index keeps them as they are and searches exactly.
+* Untrained: until ``train_min`` vectors have arrived (default 12,032 at 8 bits: the 9,984
+  FAISS wants to train a codebook plus 2,048 held out to measure the fit) the index keeps them
+  as they are and searches exactly.
   The add that reaches ``train_min`` trains on a sample of everything held and encodes it.
 * Trained: adds and removes work on the lists. Each add measures how far its new vectors sit
   from their nearest centroid; :meth:`needs_rebuild` asks for a retrain when recent vectors sit
@@ -70,8 +71,8 @@ class IvfPqIndex(VectorIndex):
         self.nbits = option_int(params, "nbits", 8)
         self.opq = option_bool(params, "opq", False)
         self.rerank = option_int(params, "rerank", 10)
-        self.train_min = option_int(params, "train_min") or max(
-            39 * 2**self.nbits, 39 * (self.nlist or 0)
+        self.train_min = option_int(params, "train_min") or training.min_training(
+            self.nbits, self.nlist
         )
         self.train_sample = option_int(params, "train_sample")
         self.retrain_growth = option_float(params, "retrain_growth", 4.0)
@@ -87,7 +88,7 @@ class IvfPqIndex(VectorIndex):
         self._buffer = np.empty((0, self.dim), np.float32)
         self._trained: training.Trained | None = None
         self._trained_count = 0
-        self._recent: list[list[float]] = []  # [vectors added, mean distance], oldest first
+        self._recent = training.FitWindow(1000)
         self._lookup: VectorLookup | None = None
 
     def attach_vectors(self, lookup: VectorLookup) -> None:
@@ -114,13 +115,7 @@ class IvfPqIndex(VectorIndex):
                 self._buffer = np.concatenate([self._buffer, vectors])
             return
         self._trained.ivf.add_with_ids(self._trained.transform(vectors), ids)
-        self._recent.append([len(ids), float(np.mean(self._trained.distances(vectors)))])
-        window, seen = self._window(), 0
-        for keep, (count, _) in enumerate(reversed(self._recent)):
-            seen += count
-            if seen >= window:
-                self._recent = self._recent[len(self._recent) - keep - 1 :]
-                break
+        self._recent.add(len(ids), float(np.mean(self._trained.distances(vectors))))
 
     def remove(self, ids: np.ndarray) -> None:
         ids = as_ids(ids)
@@ -150,7 +145,7 @@ class IvfPqIndex(VectorIndex):
             ids = np.concatenate([as_ids(i) for i, _ in parts])
             vectors = np.concatenate([as_vectors(v, self.dim) for _, v in parts])
             self._buffer_ids, self._buffer, self._trained = ids, vectors, None
-            self._trained_count, self._recent = 0, []
+            self._trained_count, self._recent = 0, training.FitWindow(1000)
             return
         trained = training.train(
             parts, self.dim, nlist=self.nlist, pq=self.pq, nbits=self.nbits, opq=self.opq,
@@ -160,7 +155,8 @@ class IvfPqIndex(VectorIndex):
             for part_ids, part in chunks(ids, vectors, self.dim):
                 trained.ivf.add_with_ids(trained.transform(part), part_ids)
         trained.ivf = training.compact(trained.ivf)
-        self._trained, self._trained_count, self._recent = trained, n, []
+        self._trained, self._trained_count = trained, n
+        self._recent = training.FitWindow(self._window_for(n))
         self._buffer_ids = np.empty(0, np.int64)
         self._buffer = np.empty((0, self.dim), np.float32)
 
@@ -173,15 +169,7 @@ class IvfPqIndex(VectorIndex):
         """Ids held, sorted."""
         if self._trained is None:
             return np.sort(self._buffer_ids)
-        import faiss
-
-        lists = self._trained.ivf.invlists
-        parts = [
-            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-            for i in range(lists.nlist)
-            if lists.list_size(i)
-        ]
-        return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+        return np.sort(self._trained.ids())
 
     def probes(self) -> int:
         """Lists probed by an unfiltered search."""
@@ -253,15 +241,10 @@ class IvfPqIndex(VectorIndex):
 
     # ------------------------------------------------------------------ upkeep
 
-    def _window(self) -> int:
+    @staticmethod
+    def _window_for(trained_count: int) -> int:
         """Recent vectors whose fit is compared with the fit at training."""
-        return max(1000, self._trained_count // 10)
-
-    def recent_fit(self) -> tuple[int, float]:
-        """(vectors, mean distance to their centroid) over the recent window of adds."""
-        count = sum(c for c, _ in self._recent)
-        mean = sum(c * d for c, d in self._recent) / count if count else 0.0
-        return int(count), mean
+        return max(1000, trained_count // 10)
 
     def needs_rebuild(self) -> str | None:
         if self._trained is None:
@@ -272,9 +255,8 @@ class IvfPqIndex(VectorIndex):
                 f"ivfpq: {n} vectors, {n / trained:.1f}x the {trained} it was trained on "
                 f"(retrain_growth={self.retrain_growth:g})"
             )
-        count, recent = self.recent_fit()
-        fit = self._trained.fit
-        if count >= self._window() // 2 and recent > fit * self.drift_ratio:
+        count, recent, fit = self._recent.count, self._recent.mean, self._trained.fit
+        if count >= self._recent.size // 2 and recent > fit * self.drift_ratio:
             return (
                 f"ivfpq: recent vectors sit {recent:.3f} from their centroids against "
                 f"{fit:.3f} at training ({recent / fit:.2f}x > drift_ratio={self.drift_ratio:g})"
@@ -284,24 +266,17 @@ class IvfPqIndex(VectorIndex):
     def state(self) -> dict[str, Any]:
         if self._trained is None:
             return {"trained": False, "held_exact": len(self), "train_min": self.train_min}
-        count, recent = self.recent_fit()
         return {
             "trained": True, "nlist": self._trained.nlist, "nprobe": self.probes(),
             "pq": self.pq, "nbits": self.nbits, "opq": self._trained.opq is not None,
             "trained_count": self._trained_count, "train_fit": round(self._trained.fit, 5),
-            "recent_fit": round(recent, 5), "recent_count": count,
+            "recent_fit": round(self._recent.mean, 5), "recent_count": self._recent.count,
         }  # fmt: skip
 
     def memory_bytes(self) -> int:
         if self._trained is None:
             return int(self._buffer.nbytes + self._buffer_ids.nbytes)
-        ivf = self._trained.ivf
-        lists = ivf.ntotal * (ivf.code_size + 8)
-        tables = ivf.nlist * self.dim * 4 + ivf.pq.centroids.size() * 4
-        tables += ivf.precomputed_table.size() * 4
-        if self._trained.opq is not None:
-            tables += self.dim * self.dim * 4
-        return int(lists + tables)
+        return self._trained.memory_bytes()
 
     # ------------------------------------------------------------------ files
 
@@ -320,7 +295,7 @@ class IvfPqIndex(VectorIndex):
             writer.vector_transform("opq", self._trained.opq)
         meta.update(
             fit=self._trained.fit, nlist=self._trained.nlist, pq=self.pq, nbits=self.nbits,
-            trained_count=self._trained_count, recent=self._recent,
+            trained_count=self._trained_count, recent=self._recent.entries,
         )  # fmt: skip
         return meta
 
@@ -344,5 +319,6 @@ class IvfPqIndex(VectorIndex):
         index._trained = training.Trained(ivf, opq, float(meta["fit"]), int(meta["nlist"]))
         index.pq, index.nbits = int(meta["pq"]), int(meta["nbits"])
         index._trained_count = int(meta["trained_count"])
-        index._recent = [list(r) for r in meta["recent"]]
+        window = index._window_for(index._trained_count)
+        index._recent = training.FitWindow(window, [list(r) for r in meta["recent"]])
         return index
