@@ -109,7 +109,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--long", type=int, default=1000)
     parser.add_argument("--batch-sizes", default="32,256,1024")
     parser.add_argument(
-        "--bf16-batch", type=int, default=256,
+        "--bf16-batch",
+        type=int,
+        default=256,
         help="also time precision=bfloat16 at this batch size (0: skip)",
     )
     parser.add_argument("--repeat", type=int, default=3)
@@ -130,8 +132,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     gpu = bool(tf.config.list_logical_devices("GPU"))
-    print(f"TensorFlow {tf.__version__}, GPU: {'yes' if gpu else 'no'}, threads: {args.threads}, "
-          f"{os.cpu_count()} CPUs visible, best of {args.repeat} runs taken in turns")
+    print(
+        f"TensorFlow {tf.__version__}, GPU: {'yes' if gpu else 'no'}, threads: {args.threads}, "
+        f"{os.cpu_count()} CPUs visible, best of {args.repeat} runs taken in turns"
+    )
 
     ours = {"float32": UseMultilingualEncoder(batch_size=max(sizes))}
     if args.bf16_batch:
@@ -187,8 +191,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print()
     for precision, encoder in ours.items():
         p50, p90 = p50_ms(lambda q, encoder=encoder: encoder.encode(q, "text"), queries)
-        print(f"single-sentence query, hubsearch {precision}: p50 {p50:.2f} ms, "
-              f"p90 {p90:.2f} ms over {len(queries)} queries")
+        print(
+            f"single-sentence query, hubsearch {precision}: p50 {p50:.2f} ms, "
+            f"p90 {p90:.2f} ms over {len(queries)} queries"
+        )
 
 
 if __name__ == "__main__":

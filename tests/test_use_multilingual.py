@@ -37,6 +37,7 @@ def test_building_the_encoder_loads_neither_tensorflow_nor_weights():
         "e = UseMultilingualEncoder(batch_size='64')\n"
         "assert e.dim == 512 and e.batch_size == 64 and e.fingerprint\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
+        "assert 'plugins.use_multilingual.graph' not in sys.modules, 'model built'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
 
@@ -208,7 +209,10 @@ def test_export_loads_with_hub_load_and_keras_layer_without_hubsearch(encoder, e
     texts = ["Where is my card?", "¿Dónde está mi tarjeta?"]
     done = subprocess.run(
         [sys.executable, "-c", _WITHOUT_HUBSEARCH, str(exported), json.dumps(texts)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=180,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=180,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     expected = encoder.encode(texts, "text")

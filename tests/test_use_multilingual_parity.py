@@ -19,10 +19,12 @@ from plugins.use_multilingual.tokenizer import BEHAVIOUR_ID, USEM3_BEHAVIOUR_ID
 from plugins.use_multilingual.weights import spm_path, weights_path
 
 DATA = Path(__file__).parent / "data" / "use"
+# fmt: off
 LANGUAGES = {
     "ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th", "tr",
     "zh-CN", "zh-TW",
 }
+# fmt: on
 
 
 def natural_sentences() -> list[dict[str, str]]:
