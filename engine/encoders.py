@@ -125,6 +125,10 @@ def validate_texts(items: Sequence[Any]) -> list[str]:
     texts: list[str] = []
     for i, item in enumerate(items):
         if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BadInput(f"text item {i}: not valid Unicode ({exc.reason})") from None
             texts.append(item)
         elif isinstance(item, (bytes, bytearray)):
             try:

@@ -170,3 +170,9 @@ def test_modality_filter_keeps_one_kind(engine):
     assert col.search(vector=[1, 0, 0, 0], k=2, modality="image") == []
     with pytest.raises(BadInput, match="modality must be"):
         col.search(vector=[1, 0, 0, 0], modality="audio")
+
+
+def test_lone_surrogates_are_bad_input_naming_the_item(faq):
+    with pytest.raises(BadInput, match="text item 1: not valid Unicode"):
+        faq.add(texts=["fine", "broken \ud800 text"], ids=["x", "y"])
+    assert faq.count() == 4
