@@ -71,11 +71,17 @@ class VectorFile:
                 f"exact vectors file {path.name} holds {size // (self.dim * 4)} rows, "
                 f"the manifest commits {rows}"
             )
-        return np.memmap(path, dtype=np.float32, mode="r", shape=(rows, self.dim))
+        # A plain ndarray view of the map: memmap's own __getitem__ costs more than the copy.
+        return np.asarray(np.memmap(path, dtype=np.float32, mode="r", shape=(rows, self.dim)))
 
     def get(self, ids: np.ndarray) -> np.ndarray:
         """Vectors of the given ids, in order. Unknown ids are a corruption, not a miss."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(ids) and ids.min() >= self.files.tail_start:  # the common case: no compaction yet
+            rows = ids - self.files.tail_start
+            if rows.max() >= self.files.tail_rows:
+                raise CorruptCollection(f"vector for id {int(ids.max())} is not stored")
+            return self._tail.take(rows, axis=0)
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         in_tail = ids >= self.files.tail_start
         rows = ids[in_tail] - self.files.tail_start
