@@ -318,7 +318,8 @@ def _bulk_insert(conn: Any, table: Table, rows: list[tuple[Any, ...]]) -> None:
     names = [c.name for c in table.columns]
     if compiled.positional:
         order = [names.index(p) for p in compiled.positiontup]
-        params: list[Any] = [tuple(row[i] for i in order) for row in rows]
+        identity = order == list(range(len(names)))
+        params: list[Any] = rows if identity else [tuple(row[i] for i in order) for row in rows]
     else:
         params = [dict(zip(names, row, strict=True)) for row in rows]
     conn.exec_driver_sql(str(compiled), params)
