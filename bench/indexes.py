@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -279,6 +280,54 @@ def make_auto(dim: int, lookup):
     return index
 
 
+def markdown(results: dict) -> str:
+    """The results as the tables of docs/indexes.md."""
+    out = []
+    if results.get("main"):
+        out += [
+            "| vectors | kind | build s | recall@10 | p50 ms | p99 ms | 5 % filter recall@10 "
+            "| filter p50 ms | filter p99 ms | disk B/vec | memory B/vec | loaded RSS B/vec "
+            "| `auto` picks (no budget / 1 GiB) |",
+            "|" + "---|" * 13,
+        ]
+        for r in results["main"]:
+            out.append(
+                f"| {r['n']:,} | `{r['kind']}` | {r['build_s']:.1f} | {r['recall']:.3f} "
+                f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['filtered_recall']:.3f} "
+                f"| {r['filtered_p50_ms']:.2f} | {r['filtered_p99_ms']:.2f} "
+                f"| {r['disk_B_per_vec']:,.0f} | {r['mem_B_per_vec']:,.0f} "
+                f"| {r['loaded_rss_B_per_vec']:,.0f} | {r['auto']} / {r['auto memory_mb=1024']} |"
+            )
+    if results.get("deletes"):
+        out += [
+            "",
+            "| kind | deleted | deleted ids returned | recall@10 after | needs_rebuild "
+            "| disk after delete | after compaction | fresh 70 % build |",
+            "|" + "---|" * 8,
+        ]
+        for r in results["deletes"]:
+            out.append(
+                f"| `{r['kind']}` | {r['deleted']:,} of {r['n']:,} | {r['deleted_returned']} "
+                f"| {r['recall_after_delete']:.3f} | {r['needs_rebuild'] or '-'} "
+                f"| {r['disk_after_delete'] / 2**20:.1f} MiB "
+                f"| {r['disk_after_compaction'] / 2**20:.1f} MiB "
+                f"| {r['disk_fresh_70pct'] / 2**20:.1f} MiB |"
+            )
+    if results.get("drift"):
+        r = results["drift"]
+        out += [
+            "",
+            "| queries from | managed (add, needs_rebuild, rebuild) | never retrained | fresh |",
+            "|---|---|---|---|",
+        ]
+        for name, label in (("newest", "the last batch"), ("all_batches", "every batch")):
+            cells = [f"{r[f'recall_{name}_{who}']:.3f}" for who in ("managed", "stale", "fresh")]
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+        out += ["", "Rebuilds asked for by `needs_rebuild()` during the run:", ""]
+        out += [f"* at {b['at']:,}: {b['reason']} ({b['seconds']} s)" for b in r["rebuilds"]]
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
@@ -295,7 +344,10 @@ def main(argv=None) -> None:
     parser.add_argument("--keep-snapshots", action="store_true", help="keep main's index files")
     parser.add_argument("-o", "--option", action="append", default=[], help="kind.name=value")
     parser.add_argument("--load-rss", help=argparse.SUPPRESS)
+    parser.add_argument("--markdown", metavar="JSON", help="print the tables of a --json file")
     args = parser.parse_args(argv)
+    if args.markdown:
+        return print(markdown(json.loads(Path(args.markdown).read_text())))
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.kinds = args.kinds.split(",")
     for option in args.option:
@@ -315,8 +367,14 @@ def main(argv=None) -> None:
             results["deletes"] = deletes_experiment(args, workdir)
         if "drift" in experiments:
             results["drift"] = drift_experiment(args, workdir)
+    results["peak_rss_mib"] = {  # ru_maxrss counts the memmapped vectors' pages too
+        "bench": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "largest_child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+    print(markdown(results))
+    print("peak RSS MiB:", results["peak_rss_mib"])
 
 
 if __name__ == "__main__":
