@@ -10,8 +10,7 @@ at training time, it is the yardstick drift detection compares new vectors again
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from indexes import gpu
 from indexes._exact import sample_rows
+from indexes._threads import faiss_threads
 
 #: Vectors per coarse centroid in the training sample (FAISS's k-means wants at least 39).
 POINTS_PER_LIST = 64
@@ -188,20 +188,6 @@ def centroids(x: np.ndarray, nlist: int, gpu_mode: str) -> np.ndarray:
     assign = gpu.flat_index(dim, inner_product=True, mode=gpu_mode) or faiss.IndexFlatIP(dim)
     clustering.train(x, assign)
     return faiss.vector_to_array(clustering.centroids).reshape(nlist, dim)
-
-
-@contextmanager
-def faiss_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` OpenMP threads in FAISS (None: leave as is)."""
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    if threads is not None:
-        faiss.omp_set_num_threads(threads)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
 
 
 def compact(ivf: Any) -> Any:

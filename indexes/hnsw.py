@@ -29,6 +29,7 @@ from indexes._exact import CHUNK, chunks, exact_search, topk
 from indexes._idmap import IdMap
 from indexes._select import bitmap, bitmap_selector
 from indexes._snapshot import SnapshotReader, SnapshotWriter, open_snapshot, write_snapshot
+from indexes._threads import faiss_threads, for_rows
 from indexes.base import VectorIndex, as_ids, as_vectors, empty_result
 
 OPTIONS = {"M", "efConstruction", "efSearch", "max_deleted", "exact_filter"}
@@ -82,7 +83,8 @@ class HnswIndex(VectorIndex):
         if self._graph is None:
             self._graph = self._new_graph()
         self._ids.append(ids)  # raises before the graph changes when an id is live
-        self._graph.add(vectors)
+        with faiss_threads(for_rows(len(ids))):
+            self._graph.add(vectors)
 
     def remove(self, ids: np.ndarray) -> None:
         self._ids.remove(as_ids(ids))

@@ -43,6 +43,7 @@ from indexes import gpu
 from indexes._exact import chunks, exact_search, rerank, topk
 from indexes._select import id_selector
 from indexes._snapshot import SnapshotReader, SnapshotWriter, open_snapshot, write_snapshot
+from indexes._threads import faiss_threads, for_rows
 from indexes.base import VectorIndex, VectorLookup, as_ids, as_vectors, empty_result
 
 OPTIONS = {
@@ -114,8 +115,9 @@ class IvfPqIndex(VectorIndex):
                 self._buffer_ids = np.concatenate([self._buffer_ids, ids])
                 self._buffer = np.concatenate([self._buffer, vectors])
             return
-        self._trained.ivf.add_with_ids(self._trained.transform(vectors), ids)
-        self._recent.add(len(ids), float(np.mean(self._trained.distances(vectors))))
+        with faiss_threads(for_rows(len(ids))):
+            self._trained.ivf.add_with_ids(self._trained.transform(vectors), ids)
+            self._recent.add(len(ids), float(np.mean(self._trained.distances(vectors))))
 
     def remove(self, ids: np.ndarray) -> None:
         ids = as_ids(ids)

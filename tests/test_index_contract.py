@@ -17,9 +17,9 @@ DIM = 32
 N = 3000
 KINDS = {
     "flat": {},
-    "hnsw": {"M": "16", "efSearch": "64"},
+    "hnsw": {"M": "16", "efConstruction": "40", "efSearch": "64"},
     "ivfpq": {"nlist": "16", "pq": "8", "nbits": "5", "train_min": "1000", "rerank": "20"},
-    "auto": {"exact_max": "1000", "hnsw.M": "16"},
+    "auto": {"exact_max": "1000", "hnsw.M": "16", "hnsw.efConstruction": "40"},
 }
 
 
