@@ -69,7 +69,7 @@ def phase_ingest(home: str, n: int, dim: int) -> dict:
 
     texts, metadata = make_docs(n)
     eng = Engine(home)
-    col = eng.create("bench", encoder="fake-hash", options={"dim": dim})
+    col = eng.create("bench", encoder="fake-hash", index="flat", options={"dim": dim})
     started = time.perf_counter()
     batch = 10_000
     for s in range(0, n, batch):

@@ -29,7 +29,7 @@ from engine.registry import Registry, default_registry
 from engine.store import Store
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-DEFAULT_INDEX = "flat"
+DEFAULT_INDEX = "auto"
 
 
 def default_home() -> Path:

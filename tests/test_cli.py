@@ -147,7 +147,7 @@ def test_delete_get_list_drop(run, faq):
         "name": "faq",
         "count": 2,
         "encoder": "fake-hash",
-        "index": "flat",
+        "index": "auto",
     }
     run("drop", "faq", "--yes")
     assert run("list").output == ""

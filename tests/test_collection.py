@@ -17,7 +17,7 @@ FAQ = {
 
 @pytest.fixture
 def faq(engine):
-    col = engine.create("faq", encoder="fake-hash", options={"dim": 64})
+    col = engine.create("faq", encoder="fake-hash", index="flat", options={"dim": 64})
     col.add(texts=list(FAQ.values()), ids=list(FAQ), metadata=[{"n": i} for i in range(4)])
     return col
 
@@ -176,3 +176,18 @@ def test_lone_surrogates_are_bad_input_naming_the_item(faq):
     with pytest.raises(BadInput, match="text item 1: not valid Unicode"):
         faq.add(texts=["fine", "broken \ud800 text"], ids=["x", "y"])
     assert faq.count() == 4
+
+
+def test_auto_is_the_default_and_records_its_switch_in_the_manifest(engine):
+    col = engine.create("grow", encoder="precomputed", options={"dim": 16})
+    assert col.manifest.index["kind"] == "auto"
+    x = np.random.default_rng(5).normal(size=(20_500, 16)).astype(np.float32)
+    ids = [f"v{i}" for i in range(len(x))]
+    col.add(vectors=x[:20_000], ids=ids[:20_000])
+    assert col.manifest.index["state"]["active"] == "flat"
+    col.add(vectors=x[20_000:], ids=ids[20_000:])
+    m = engine.open("grow").manifest
+    assert m.index["state"]["active"] == "hnsw"
+    switch = [h for h in m.history if h["event"] == "auto-switch"]
+    assert len(switch) == 1 and switch[0]["to"] == "hnsw" and switch[0]["from"] == "flat"
+    assert engine.open("grow").search(vector=x[20_100], k=1)[0].id == "v20100"

@@ -46,7 +46,7 @@ def run_worker(home: Path, *extra: str) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_killed_add_leaves_collection_consistent(engine):
-    engine.create("crash", encoder="fake-hash", options={"dim": 32})
+    engine.create("crash", encoder="fake-hash", index="flat", options={"dim": 32})
     rng = random.Random(7)
     acked = 0
     kinds = ["random"] * 7 + ["during-save"] * 5
