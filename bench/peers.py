@@ -209,12 +209,24 @@ def environment() -> dict[str, Any]:
         except PackageNotFoundError:
             return "not installed"
 
+    def commit() -> str:
+        """The hubsearch code measured: HEAD, and whether engine code had uncommitted edits."""
+        try:
+            head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "engine",
+                                    "indexes", "plugins"], capture_output=True, text=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return "unknown"
+        return head + (" + uncommitted edits" if dirty.strip() else "")
+
     with open("/proc/cpuinfo") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f
                     if line.startswith("model name")), platform.processor())
     return {
         "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "hubsearch_commit": commit(),
         **{p: ver(p) for p in ("hubsearch", "chromadb", "txtai", "faiss-cpu", "numpy", "torch")},
     }
 

@@ -59,11 +59,18 @@ class Hubsearch:
         m = self.col.manifest
         state = m.index.get("state") or {}
         active = state.get("active", m.index["kind"])
-        params = (state.get("index") or {}).get("params") if self.kind == "auto" else None
+        params = dict(m.index.get("params") or {})
+        if active == "hnsw":  # defaults are not written to the manifest: read them off the class
+            from indexes.hnsw import HnswIndex
+
+            sub = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("hnsw.")}
+            graph = HnswIndex(m.dim, **(sub if self.kind == "auto" else params))
+            params = {"M": graph.M, "efConstruction": graph.ef_construction,
+                      "efSearch": graph.ef_search, **params}
         return {
             "version": version("hubsearch"),
             "index": self.kind if self.kind != "auto" else f"auto -> {active}",
-            "params": params or m.index.get("params") or {},
+            "params": params,
             "switches": state.get("switches", []),
         }
 
