@@ -64,14 +64,13 @@ def make_docs(n: int, seed: int = 0) -> tuple[list[str], list[dict]]:
     return texts, metadata
 
 
-def phase_ingest(home: str, n: int, dim: int) -> dict:
+def phase_ingest(home: str, n: int, dim: int, batch: int) -> dict:
     from engine import Engine
 
     texts, metadata = make_docs(n)
     eng = Engine(home)
     col = eng.create("bench", encoder="fake-hash", index="flat", options={"dim": dim})
     started = time.perf_counter()
-    batch = 10_000
     for s in range(0, n, batch):
         col.add(
             texts=texts[s : s + batch],
@@ -80,10 +79,11 @@ def phase_ingest(home: str, n: int, dim: int) -> dict:
         )
     col.checkpoint()
     seconds = time.perf_counter() - started
+    label = "ingest" if batch >= n else f"ingest_{batch // 1000}k_calls"
     return {
-        "ingest_docs_s": n / seconds,
-        "ingest_s": seconds,
-        "ingest_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        f"{label}_docs_s": n / seconds,
+        f"{label}_s": seconds,
+        f"{label}_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
@@ -153,19 +153,24 @@ def main() -> None:
     if args.phase:
         name, *rest = args.phase
         result = {
-            "ingest": lambda: phase_ingest(rest[0], int(rest[1]), int(rest[2])),
+            "ingest": lambda: phase_ingest(rest[0], int(rest[1]), int(rest[2]), int(rest[3])),
             "encoder": lambda: phase_encoder_only(int(rest[0]), int(rest[1])),
             "search": lambda: phase_search(rest[0], int(rest[1])),
         }[name]()
         print(json.dumps(result))
         return
+    with tempfile.TemporaryDirectory() as scratch:
+        # The same documents added in calls of 10,000 (an application adding as it goes).
+        res = run_phase("ingest", scratch, str(args.n), str(args.dim), "10000")
     with tempfile.TemporaryDirectory() as home:
-        res = run_phase("ingest", home, str(args.n), str(args.dim))
+        # One call, as `hubsearch add NAME file.jsonl` does; the collection searched below.
+        res.update(run_phase("ingest", home, str(args.n), str(args.dim), str(args.n)))
         res.update(run_phase("encoder", str(args.n), str(args.dim)))
         res.update(run_phase("search", home, str(args.queries)))
         res["disk_mb"] = sum(p.stat().st_size for p in Path(home).rglob("*") if p.is_file()) / 2**20
     goals = {
         "ingest_docs_s": (">=", 20_000),
+        "ingest_10k_calls_docs_s": (">=", 20_000),
         "unfiltered_p50_ms": ("<", 20),
         "filter_5pct_p50_ms": ("<", 5),
         "cold_open_s": ("<", 0.5),
