@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from engine import maintenance
-from engine.commit import Change, Writer
+from engine.commit import SNAPSHOT_MIN_CHANGES, Change, Writer
 from engine.documents import check_ids, check_metadata, check_texts, content_hash, default_text_id
 from engine.encoders import IMAGE, TEXT, Encoder, check_modality, validate_vectors
 from engine.errors import BadInput, CorruptCollection, SpaceMismatch
@@ -320,6 +320,11 @@ class Collection:
             report.added += len(rows) - len(retire)
             m = self.writer.commit(m, Change(rows=rows, vectors=vectors, retire=retire))
             m = maintenance.rebuild_if_needed(self.writer, self.store, m)
+        if m.changes_since_snapshot >= SNAPSHOT_MIN_CHANGES and not (
+            self.view.load_index().replay_is_cheap()
+        ):
+            # A graph would otherwise be partly rebuilt by every process that opens it next.
+            self.writer.commit(m, Change(force_snapshot=True))
 
     def delete(self, ids: Sequence[Any]) -> int:
         """Remove documents by id; returns how many existed. Unknown ids are not an error.

@@ -114,6 +114,8 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length; all-zero rows stay zero instead of becoming NaN."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if len(norms) and np.abs(norms - 1.0).max() < 1e-6:
+        return vectors  # already unit length: no second copy of a large batch
     np.maximum(norms, 1e-12, out=norms)
     return vectors / norms
 

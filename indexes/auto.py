@@ -176,6 +176,9 @@ class AutoIndex(VectorIndex):
     def __len__(self) -> int:
         return len(self._active)
 
+    def replay_is_cheap(self) -> bool:
+        return self._active.replay_is_cheap()
+
     def ids(self) -> np.ndarray:
         return self._active.ids()
 

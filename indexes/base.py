@@ -75,6 +75,14 @@ class VectorIndex(ABC):
         """A reason to rebuild from the exact vectors (drift, too many masked deletes), or None."""
         return None
 
+    def replay_is_cheap(self) -> bool:
+        """Whether re-adding un-snapshotted vectors on open is cheap (a copy, not a graph build).
+
+        The engine snapshots at the end of every sizeable add for kinds where it is not, so a
+        fresh process never rebuilds part of a graph before its first answer.
+        """
+        return False
+
     def state(self) -> dict[str, Any]:
         """Facts worth recording in the manifest after a commit (e.g. `auto`'s active kind)."""
         return {}

@@ -64,6 +64,9 @@ class FlatIndex(VectorIndex):
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
+    def replay_is_cheap(self) -> bool:
+        return True
+
     def ids(self) -> np.ndarray:
         import faiss
 
