@@ -14,6 +14,8 @@ from typing import Any
 from engine.errors import BadInput
 
 MAX_ID_LENGTH = 512
+# One encoder for every item: json.dumps with non-default options builds a new one per call.
+_CANONICAL_JSON = json.JSONEncoder(allow_nan=False, sort_keys=True, ensure_ascii=False).encode
 
 
 def check_ids(ids: Sequence[Any] | None, n: int, default: Sequence[str]) -> list[str]:
@@ -69,7 +71,7 @@ def check_metadata(
                 f"item {i} (id {ids[i]!r}): metadata must be an object, got {type(entry).__name__}"
             )
         try:
-            text = json.dumps(entry, allow_nan=False, sort_keys=True, ensure_ascii=False)
+            text = _CANONICAL_JSON(entry)
         except (TypeError, ValueError) as exc:
             raise BadInput(f"item {i} (id {ids[i]!r}): metadata is not JSON ({exc})") from None
         if not _plain_keys(entry):
