@@ -16,7 +16,7 @@ import click
 
 from engine.cli_towers import towers
 from engine.errors import HubsearchError, UnknownOption
-from engine.ingest import Fields, is_text_file, read_rows, read_sidecar
+from engine.ingest import Fields, check_unique, is_text_file, read_rows, read_sidecar
 
 EXAMPLES_HOME = "Collections live in --home, $HUBSEARCH_HOME or ~/.local/share/hubsearch."
 
@@ -29,6 +29,13 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except HubsearchError as exc:
             raise click.ClickException(str(exc)) from None
+
+
+def _key_values(help_text: str) -> Any:
+    """The repeatable ``-o KEY=VALUE`` option every command that builds a plugin takes."""
+    return click.option(
+        "-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help=help_text
+    )
 
 
 def _parse_options(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -90,14 +97,9 @@ def plugins(as_json: bool) -> None:
 @click.option(
     "--index", "-i", "index_kind", default=None, help="Index kind: flat (exact), hnsw, ivfpq, auto."
 )
-@click.option(
-    "-o",
-    "--option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Encoder option (or index option: prefix with 'index.', or any key only "
-    "the index knows). Repeatable.",
+@_key_values(
+    "Encoder option (or index option: prefix with 'index.', or any key only "
+    "the index knows). Repeatable."
 )
 @click.option(
     "--store-url",
@@ -227,7 +229,7 @@ def add(
     report = AddReport()
     if text_paths:
         rows = [row for path in text_paths for row in read_rows(path, fields)]
-        _check_unique_across(rows)
+        check_unique(rows)
         report.merge(
             col.add(
                 texts=[r.text for r in rows],
@@ -240,16 +242,6 @@ def add(
     if image_args:
         report.merge(_add_images(col, image_args, sidecar, batch_size, progress))
     show_report(report, time.perf_counter() - started, as_json)
-
-
-def _check_unique_across(rows: list[Any]) -> None:
-    from engine.errors import BadInput
-
-    seen: dict[str, str] = {}
-    for row in rows:
-        if row.id in seen:
-            raise BadInput(f"{row.where}: duplicate id {row.id!r} (first at {seen[row.id]})")
-        seen[row.id] = row.where
 
 
 def _add_images(
@@ -471,14 +463,7 @@ def drop(ctx: click.Context, name: str, yes: bool) -> None:
 @cli.command()
 @click.argument("name")
 @click.option("--index", "-i", "index_kind", required=True, help="New index kind.")
-@click.option(
-    "-o",
-    "--option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Index option, e.g. -o M=32 -o efSearch=128. Repeatable.",
-)
+@_key_values("Index option, e.g. -o M=32 -o efSearch=128. Repeatable.")
 @click.pass_context
 def reindex(ctx: click.Context, name: str, index_kind: str, options: tuple[str, ...]) -> None:
     """Rebuild NAME's index as another kind, from the stored vectors (no re-encoding).
@@ -555,14 +540,7 @@ def repair(ctx: click.Context, name: str) -> None:
 @cli.command(name="export-encoder")
 @click.argument("encoder")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option(
-    "-o",
-    "--option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Encoder option. Repeatable.",
-)
+@_key_values("Encoder option. Repeatable.")
 @click.pass_context
 def export_encoder(
     ctx: click.Context, encoder: str, directory: str, options: tuple[str, ...]

@@ -52,7 +52,7 @@ def read_rows(path: Path, fields: Fields) -> list[Row]:
     else:
         records = _text_records(path)
     rows = [_to_row(path, line, rec, fields) for line, rec in records]
-    _check_unique(rows)
+    check_unique(rows)
     return rows
 
 
@@ -135,7 +135,8 @@ def _to_row(path: Path, line: int, record: dict[str, Any], fields: Fields) -> Ro
     return Row(ext_id, text, metadata, where)
 
 
-def _check_unique(rows: Sequence[Row]) -> None:
+def check_unique(rows: Sequence[Row]) -> None:
+    """Ids must be unique across everything one add reads (several files included)."""
     seen: dict[str, str] = {}
     for row in rows:
         if row.id in seen:
