@@ -17,6 +17,7 @@ from engine.manifest import Manifest
 from engine.registry import Registry
 from engine.store import Store
 from engine.vectors import VectorFile
+from indexes.auto import LookupRows
 from indexes.base import VectorIndex
 
 CHUNK = 65_536
@@ -42,7 +43,7 @@ def fill(index: VectorIndex, vectors: VectorFile, live: np.ndarray) -> None:
     """Load ``live`` into ``index``: in one go where the kind trains on it, else in chunks."""
     rebuild = getattr(index, "rebuild", None)
     if rebuild is not None:
-        rebuild(live, vectors.get(live))
+        rebuild(live, LookupRows(live, vectors))  # read in chunks, never one full copy
         return
     for start in range(0, len(live), CHUNK):
         chunk = live[start : start + CHUNK]
@@ -77,7 +78,7 @@ def rebuild_if_needed(writer: Writer, store: Store, m: Manifest) -> Manifest:
         return m
     live = store.live_ids(m.generation)
     if hasattr(index, "rebuild"):
-        index.rebuild(live, writer.view.vectors.get(live))
+        index.rebuild(live, LookupRows(live, writer.view.vectors))
     else:
         index = build_index(
             writer.view.registry, m.index["kind"], m.index.get("params", {}), writer.view, live
