@@ -127,7 +127,11 @@ class IvfPqIndex(VectorIndex):
             keep = ~np.isin(self._buffer_ids, ids)
             self._buffer_ids, self._buffer = self._buffer_ids[keep], self._buffer[keep]
         else:
-            self._trained.ivf.remove_ids(id_selector(ids).sel)
+            # Keep the Selector (it owns the bitmap FAISS reads) alive for the whole call: a
+            # temporary's bitmap could be freed mid-call, and some deleted ids survived.
+            selector = id_selector(ids)
+            self._trained.ivf.remove_ids(selector.sel)
+            del selector
 
     def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Replace the contents with exactly ``ids``/``vectors`` and retrain on a sample of them.
