@@ -57,4 +57,8 @@ def test_eight_readers_one_writer_no_errors_no_stale_reads_flat_memory(engine, t
         assert result["errors"] == []
         assert result["stale"] == 0
         assert result["searches"] > 50
-        assert result["rss_end"] - result["rss_warm"] < 64, result  # MiB
+        # Flat means no leak: what a reader may gain is its bounded caches (SQLite's page cache,
+        # the filter cache) plus the data the writer added meanwhile (each new document's
+        # vector in the index and in the mapped vector file, its store rows: under 2 KiB).
+        allowed = 64 + commits * 20 * 2048 / 2**20
+        assert result["rss_end"] - result["rss_warm"] < allowed, (result, allowed)
