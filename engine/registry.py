@@ -63,9 +63,6 @@ class Registry:
             self._points = table
         return self._points
 
-    def names(self, group: str) -> list[str]:
-        return sorted(self._entry_points()[group])
-
     def load(self, group: str, name: str) -> Any:
         """The class registered as ``name`` in ``group``; clear errors when absent or broken."""
         key = (group, name)

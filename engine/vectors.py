@@ -97,18 +97,6 @@ class VectorFile:
             out[~in_tail] = self._base[pos]
         return out
 
-    def iter_all(self, chunk: int = 65536):
-        """(ids, vectors) chunks of every stored row, dead ones included; callers filter."""
-        for start in range(0, len(self._base_ids), chunk):
-            yield (
-                np.asarray(self._base_ids[start : start + chunk]),
-                np.asarray(self._base[start : start + chunk]),
-            )
-        for start in range(0, self.files.tail_rows, chunk):
-            stop = min(start + chunk, self.files.tail_rows)
-            ids = np.arange(self.files.tail_start + start, self.files.tail_start + stop)
-            yield ids, np.asarray(self._tail[start:stop])
-
 
 class VectorWriter:
     """Append and compact; used only under the collection's write lock."""
