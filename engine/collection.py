@@ -55,7 +55,7 @@ class AddReport:
         self.skipped.extend(other.skipped)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per added item: no __dict__ each
 class _Item:
     external_id: str
     modality: str
@@ -291,6 +291,8 @@ class Collection:
                 report.unchanged += 1
             else:
                 todo.append((it, h))
+        if todo:  # announce the whole add: the index sizes itself (and `auto` its kind) once
+            self.view.load_index().reserve(len(todo))
         for start in range(0, len(todo), COMMIT_EVERY):
             chunk = todo[start : start + COMMIT_EVERY]
             encoded, vectors, skipped = encode_items(
@@ -319,6 +321,7 @@ class Collection:
             report.updated += len(retire)
             report.added += len(rows) - len(retire)
             m = self.writer.commit(m, Change(rows=rows, vectors=vectors, retire=retire))
+            del rows, vectors  # before the next chunk is encoded: one chunk in memory at a time
             m = maintenance.rebuild_if_needed(self.writer, self.store, m)
         if m.changes_since_snapshot >= SNAPSHOT_MIN_CHANGES and not (
             self.view.load_index().replay_is_cheap()

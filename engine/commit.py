@@ -27,6 +27,11 @@ from indexes.base import VectorIndex
 
 #: Snapshot the index once this share of the collection changed since the last snapshot.
 SNAPSHOT_RATIO = 0.5
+#: The same for kinds whose replay is a copy (flat): opening replays the delta from the exact
+#: vectors about as fast as it would read a snapshot, so growth alone never earns one (a
+#: snapshot rewrites the whole index; at 0.5 a growing collection rewrote it every few commits).
+#: Replacements still do, once they amount to the whole collection, so tombstones get purged.
+SNAPSHOT_RATIO_CHEAP_REPLAY = 2.0
 SNAPSHOT_MIN_CHANGES = 1_000
 
 
@@ -67,6 +72,11 @@ class Writer:
             m = self.view.refresh()
             self._recover(m)
             yield m
+        except BaseException:
+            # A commit that failed part-way (disk full, a kill signal turned exception) may
+            # have changed the in-memory index already: reload it from disk when next needed.
+            self.view.drop_index()
+            raise
         finally:
             self._lock.release()
 
@@ -105,11 +115,8 @@ class Writer:
             history.append({"at": time.time(), "generation": gen, **change.event})
         snapshot_gen, snapshot_crc = m.snapshot_generation, m.snapshot_crc32
         replaced = change.index is not None or change.vector_files is not None
-        if (
-            replaced
-            or change.force_snapshot
-            or changes >= max(SNAPSHOT_MIN_CHANGES, SNAPSHOT_RATIO * count)
-        ):
+        ratio = SNAPSHOT_RATIO_CHEAP_REPLAY if index.replay_is_cheap() else SNAPSHOT_RATIO
+        if replaced or change.force_snapshot or changes >= max(SNAPSHOT_MIN_CHANGES, ratio * count):
             snapshot_crc = self._save_snapshot(index, gen)
             snapshot_gen, changes = gen, 0
         index_meta = {**m.index, **(change.index_kind or {}), "state": index.state()}

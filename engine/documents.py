@@ -34,6 +34,11 @@ def check_ids(ids: Sequence[Any] | None, n: int, default: Sequence[str]) -> list
             raise BadInput(f"item {i}: id is empty")
         if len(ext) > MAX_ID_LENGTH:
             raise BadInput(f"item {i}: id is longer than {MAX_ID_LENGTH} characters")
+        if not ext.isascii():
+            try:
+                ext.encode()
+            except UnicodeEncodeError as exc:
+                raise BadInput(f"item {i}: id is not valid Unicode ({exc.reason})") from None
         if ext in first_seen:
             raise BadInput(
                 f"item {i}: duplicate id {ext!r} (also item {first_seen[ext]}) in one add"
@@ -72,6 +77,11 @@ def check_metadata(
             )
         try:
             text = _CANONICAL_JSON(entry)
+            text.encode()  # a lone surrogate passes json but not the store
+        except UnicodeEncodeError as exc:
+            raise BadInput(
+                f"item {i} (id {ids[i]!r}): metadata is not valid Unicode ({exc.reason})"
+            ) from None
         except (TypeError, ValueError) as exc:
             raise BadInput(f"item {i} (id {ids[i]!r}): metadata is not JSON ({exc})") from None
         if not _plain_keys(entry):
@@ -80,7 +90,7 @@ def check_metadata(
                 f"item {i} (id {ids[i]!r}): metadata key {bad!r} must be a non-empty "
                 f"string not starting with '$'"
             )
-        out.append((dict(entry), text))
+        out.append((entry, text))  # the caller's dict, not a copy: stored as `text` anyway
     return out
 
 
@@ -91,7 +101,8 @@ def _plain_key(key: Any) -> bool:
 def _plain_keys(entry: dict[str, Any]) -> bool:
     """True when every key, nested ones included, can be named in a filter."""
     for key, value in entry.items():
-        if not _plain_key(key):
+        # Called once per added item: the common flat string key costs two C-level checks.
+        if type(key) is not str or not key or key[0] == "$":
             return False
         if isinstance(value, (dict, list)) and not all(_plain_key(k) for k in _keys(value)):
             return False
@@ -111,14 +122,18 @@ def _keys(entry: Any) -> list[Any]:
 
 def content_hash(modality: str, content: str, metadata_json: str, vector: bytes = b"") -> str:
     """Identifies an item's stored state, so re-adding an unchanged item costs nothing."""
-    digest = hashlib.sha256()
-    digest.update(modality.encode())
-    digest.update(b"\0")
-    digest.update(content.encode("utf-8", "surrogatepass"))
-    digest.update(b"\0")
-    digest.update(metadata_json.encode())
-    digest.update(vector)
-    return digest.hexdigest()
+    return hashlib.sha256(
+        b"".join(
+            (
+                modality.encode(),
+                b"\0",
+                content.encode("utf-8", "surrogatepass"),
+                b"\0",
+                metadata_json.encode(),
+                vector,
+            )
+        )
+    ).hexdigest()
 
 
 def default_text_id(text: str) -> str:

@@ -122,9 +122,15 @@ class LiveView:
         added, removed = self.store.delta(since, upto)
         if len(removed):
             self.index.remove(removed)
+        if len(added) > 65536:
+            self.index.reserve(len(added))
         for start in range(0, len(added), 65536):
             chunk = added[start : start + 65536]
             self.index.add(chunk, self.vectors.get(chunk))
+
+    def drop_index(self) -> None:
+        self.index = None
+        self._index_gen = -1
 
     def adopt(self, manifest: Manifest, index: VectorIndex) -> None:
         """The writer's own commit: take its manifest and in-memory index without reloading."""

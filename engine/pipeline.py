@@ -31,24 +31,25 @@ def encode_items(
     batch = max(1, int(batch_size or getattr(encoder, "batch_size", 64)))
     dim = encoder.dim
     kept: list[int] = []
-    parts: list[np.ndarray] = []
+    # Filled in place: stacking per-batch parts at the end held every vector twice.
+    out = np.empty((len(items), dim), dtype=np.float32)
     skipped: list[tuple[str, str]] = []
     bar = _progress(progress, total or len(items), offset)
     try:
         for positions, sources, modality in _batches(encoder, items, batch, skipped):
+            rows = slice(len(kept), len(kept) + len(positions))
             if modality is None:  # caller-supplied vectors
-                vectors = np.stack([items[p].vector for p in positions]).astype(np.float32)
+                for row, p in enumerate(positions, start=rows.start):
+                    out[row] = items[p].vector
             else:
-                vectors = encoder.encode(sources, modality)
+                out[rows] = encoder.encode(sources, modality)
             kept.extend(positions)
-            parts.append(vectors)
             if bar is not None:
                 bar.update(len(positions))
     finally:
         if bar is not None:
             bar.close()
-    vectors = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
-    return kept, vectors, skipped
+    return kept, out[: len(kept)], skipped
 
 
 def _batches(

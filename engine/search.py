@@ -23,7 +23,8 @@ from engine.store import Store
 
 #: A filter matching at most this many documents is answered exactly from the stored vectors.
 SELECTIVE_LIMIT = 20_000
-#: Filters whose matching ids (and, within the byte budget, vectors) are remembered.
+#: Filters whose matching ids are remembered; for kinds without full vectors (ivfpq), so are
+#: the matching vectors, within the byte budget.
 FILTER_CACHE_SIZE = 64
 FILTER_CACHE_BYTES = 256 * 2**20
 
@@ -63,8 +64,12 @@ class Planner:
         if len(found.ids) <= SELECTIVE_LIMIT:
             if len(found.ids) == 0:
                 return found.ids, np.zeros(0, dtype=np.float32)
-            scores, ids = exact_top_k(self._vectors_of(found), found.ids, q, k)
-            return ids, scores
+            exact = index.search_exact(q[None, :], k, found.ids)
+            if exact is None:  # the kind keeps no full vectors: read the exact file
+                scores, ids = exact_top_k(self._vectors_of(found), found.ids, q, k)
+                return ids, scores
+            keep = exact[1][0] >= 0
+            return exact[1][0][keep], exact[0][0][keep]
         total = len(index)
         fetch = min(k * 8, total)
         while True:
@@ -111,6 +116,11 @@ class Planner:
         gone = self._filter_cache.pop(key)
         if gone.vectors is not None:
             self._cached_bytes -= gone.vectors.nbytes
+
+    @property
+    def cached_vector_bytes(self) -> int:
+        """Bytes of vectors the filter cache holds (zero for kinds that score in place)."""
+        return self._cached_bytes
 
     def clear_cache(self) -> None:
         self._filter_cache.clear()

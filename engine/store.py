@@ -224,8 +224,9 @@ class Store:
             d.gen_deleted > since, d.gen_deleted <= upto, d.gen_added <= since
         )
         with self.engine.connect() as conn:
-            a = np.fromiter(conn.execute(added).scalars(), dtype=np.int64)
-            r = np.fromiter(conn.execute(removed).scalars(), dtype=np.int64)
+            # all() then one conversion: iterating the result row by row cost twice as much
+            a = np.array(conn.execute(added).scalars().all(), dtype=np.int64)
+            r = np.array(conn.execute(removed).scalars().all(), dtype=np.int64)
         return a, r
 
     # -- writing (only under the collection's write lock) --------------------------------------

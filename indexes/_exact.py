@@ -82,6 +82,60 @@ def rerank(
     return out_scores, out_ids
 
 
+def score_rows(
+    queries: np.ndarray, k: int, matrix: Any, total: int, dim: int, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k inner products against ``rows`` of a FAISS-owned ``[total, dim]`` matrix.
+
+    ``matrix`` is the storage's own pointer (``get_xb()``): FAISS reads the rows in place,
+    which is both faster than gathering them (0.6 against 1.8 ms for 5,000 of 100,000 rows
+    at 512-d) and keeps a filtered query from copying vectors at all. Returns (scores, rows),
+    padded with -inf / -1.
+    """
+    import faiss
+
+    queries = as_vectors(queries, dim)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    out_scores, out_rows = empty_result(len(queries), k)
+    width = min(k, len(rows))
+    if width == 0 or len(queries) == 0:
+        return out_scores, out_rows
+    if rows.min() < 0 or rows.max() >= total:
+        raise ValueError(f"row numbers must lie in [0, {total})")
+    scores = np.empty((len(queries), width), dtype=np.float32)
+    found = np.empty((len(queries), width), dtype=np.int64)
+    faiss.knn_inner_products_by_idx(
+        faiss.swig_ptr(queries),
+        matrix,
+        faiss.swig_ptr(rows),
+        dim,
+        len(queries),
+        total,
+        len(rows),
+        width,
+        faiss.swig_ptr(scores),
+        faiss.swig_ptr(found),
+        0,  # every query scores the same rows
+    )
+    out_scores[:, :width], out_rows[:, :width] = scores, found
+    out_scores[out_rows < 0] = -np.inf
+    return out_scores, out_rows
+
+
+def reserve_storage(storage: Any, extra: int, dim: int) -> None:
+    """Grow a FAISS flat storage's buffer once to hold ``extra`` more float32 vectors.
+
+    The SWIG vector has no ``reserve``; resizing up and back down keeps the capacity (the
+    pages are touched once, as the coming adds would touch them anyway).
+    """
+    codes = storage.codes
+    used = codes.size()
+    wanted = used + int(extra) * dim * 4
+    if extra > 0 and wanted > used:
+        codes.resize(wanted)
+        codes.resize(used)
+
+
 def chunks(ids: Any, vectors: Any, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(ids, vectors)`` in chunks of :data:`CHUNK` rows; ``vectors`` may be a memmap."""
     ids = as_ids(ids)

@@ -86,6 +86,7 @@ class AutoIndex(VectorIndex):
         self._active = self._make("flat")
         self._switches: list[dict[str, Any]] = []
         self._pending: str | None = None
+        self._expected = 0  # the size the current add is heading for (see reserve)
 
     @property
     def active(self) -> VectorIndex:
@@ -136,7 +137,9 @@ class AutoIndex(VectorIndex):
         ids = as_ids(ids)
         if len(ids) == 0:
             return
-        target, reason = self.choose(len(self) + len(ids))
+        # An add announced by reserve() picks the kind for its final size at once, so it never
+        # builds a flat index only to rebuild it as a graph a commit later.
+        target, reason = self.choose(max(len(self) + len(ids), self._expected))
         if ORDER.index(target) <= ORDER.index(self._active.kind):
             self._active.add(ids, vectors)
         elif self._lookup is None:
@@ -145,6 +148,8 @@ class AutoIndex(VectorIndex):
         else:
             old = self._active.ids()
             index = self._make(target)
+            # Sized first, so the rebuilt part is not copied again when the rest arrives.
+            index.reserve(max(self._expected, len(old) + len(ids)))
             index.rebuild(old, LookupRows(old, self._lookup))
             index.add(ids, vectors)
             self._adopt(index, len(index), reason)
@@ -178,6 +183,17 @@ class AutoIndex(VectorIndex):
 
     def replay_is_cheap(self) -> bool:
         return self._active.replay_is_cheap()
+
+    def search_exact(
+        self, queries: np.ndarray, k: int, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        return self._active.search_exact(queries, k, ids)
+
+    def reserve(self, extra: int) -> None:
+        self._expected = len(self) + extra
+        if self.choose(self._expected)[0] == self._active.kind:
+            self._active.reserve(extra)
+        # else the kind switches within this add, and the new kind reserves then (see add)
 
     def ids(self) -> np.ndarray:
         return self._active.ids()

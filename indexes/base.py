@@ -75,6 +75,25 @@ class VectorIndex(ABC):
         """A reason to rebuild from the exact vectors (drift, too many masked deletes), or None."""
         return None
 
+    def search_exact(
+        self, queries: np.ndarray, k: int, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Exact top-k among ``ids`` scored from the index's own copy of the vectors, or None.
+
+        The engine answers selective filters exactly. Kinds that keep every vector in full
+        (flat, hnsw) score them where they already are, so a filtered query needs no second
+        copy of the vectors in memory; kinds that keep only codes return None and the engine
+        reads its exact vector file instead.
+        """
+        return None
+
+    def reserve(self, extra: int) -> None:  # noqa: B027 - optional hook
+        """Make room for ``extra`` more vectors before an add of several commits.
+
+        Growing FAISS's storage commit by commit copies it each time it doubles, so the old and
+        the new buffer are both resident at the peak; sizing it once avoids that.
+        """
+
     def replay_is_cheap(self) -> bool:
         """Whether re-adding un-snapshotted vectors on open is cheap (a copy, not a graph build).
 

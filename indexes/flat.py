@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from engine.encoders import reject_unknown_options
+from indexes._exact import reserve_storage, score_rows, topk
 from indexes.base import VectorIndex, as_ids, as_vectors, empty_result
 
 
@@ -22,11 +23,13 @@ class FlatIndex(VectorIndex):
         import faiss
 
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        self._rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = as_ids(ids)
         if len(ids):
             self._index.add_with_ids(as_vectors(vectors, self.dim), ids)
+            self._rows = None
 
     def remove(self, ids: np.ndarray) -> None:
         import faiss
@@ -34,12 +37,19 @@ class FlatIndex(VectorIndex):
         ids = as_ids(ids)
         if len(ids) and self._index.ntotal:
             self._index.remove_ids(faiss.IDSelectorBatch(ids))
+            self._rows = None
+
+    def reserve(self, extra: int) -> None:
+        import faiss
+
+        reserve_storage(faiss.downcast_index(self._index.index), extra, self.dim)
 
     def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Replace the contents with exactly ``ids``/``vectors`` (a memmap is read in chunks)."""
         from indexes._exact import chunks
 
         self._index.reset()
+        self._rows = None
         for part_ids, part in chunks(ids, vectors, self.dim):
             self.add(part_ids, part)
 
@@ -60,6 +70,31 @@ class FlatIndex(VectorIndex):
         scores, ids = self._index.search(queries, k, params=params)
         scores[ids < 0] = -np.inf
         return scores, ids
+
+    def search_exact(
+        self, queries: np.ndarray, k: int, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        queries = as_vectors(queries, self.dim)
+        if self._index.ntotal == 0 or k <= 0:
+            return empty_result(len(queries), max(k, 0))
+        by_row, sorted_ids, rows_of_sorted = self._row_lookup()
+        ids = as_ids(ids)
+        slots = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+        rows = np.sort(rows_of_sorted[slots[sorted_ids[slots] == ids]])  # in memory order
+        storage = faiss.downcast_index(self._index.index)
+        scores, rows = score_rows(queries, k, storage.get_xb(), storage.ntotal, self.dim, rows)
+        found = np.where(rows >= 0, by_row[np.maximum(rows, 0)], -1)
+        return topk(scores, found, k)
+
+    def _row_lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(id of each storage row, the ids sorted, their rows): rebuilt after a change."""
+        if self._rows is None:
+            by_row = self.ids()
+            order = np.argsort(by_row, kind="stable")
+            self._rows = (by_row, by_row[order], order)
+        return self._rows
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -86,4 +121,5 @@ class FlatIndex(VectorIndex):
         if loaded.d != index.dim:
             raise ValueError(f"index file {path} has dim {loaded.d}, expected {index.dim}")
         index._index = loaded
+        index._rows = None
         return index

@@ -17,7 +17,6 @@ recall falls off while an exact scan of the few admitted vectors stays cheap).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from engine.encoders import option_float, option_int, reject_unknown_options
 from engine.errors import BadInput
-from indexes._exact import CHUNK, chunks, exact_search, topk
+from indexes._exact import chunks, reserve_storage, score_rows, topk
 from indexes._idmap import IdMap
 from indexes._select import bitmap, bitmap_selector
 from indexes._snapshot import SnapshotReader, SnapshotWriter, open_snapshot, write_snapshot
@@ -94,10 +93,17 @@ class HnswIndex(VectorIndex):
 
         The new graph is built aside and swapped in at the end, so a failure leaves the old one.
         """
-        graph, idmap = self._new_graph(), IdMap()
-        for part_ids, part in chunks(ids, vectors, self.dim):
-            idmap.append(part_ids)
-            graph.add(part)
+        empty = self._graph is not None and self._graph.ntotal == 0
+        graph = self._graph if empty else self._new_graph()  # keep what reserve() sized
+        idmap = IdMap()
+        try:
+            for part_ids, part in chunks(ids, vectors, self.dim):
+                idmap.append(part_ids)
+                graph.add(part)
+        except BaseException:
+            if empty:
+                graph.reset()  # the old contents were this empty graph: leave it empty
+            raise
         self._graph, self._ids = graph, idmap
 
     # ------------------------------------------------------------------ reads
@@ -164,27 +170,29 @@ class HnswIndex(VectorIndex):
     def _exact(
         self, queries: np.ndarray, k: int, positions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact scores over ``positions``: gathered when few, else a masked scan of the storage."""
-        import faiss
-
-        if len(positions) <= _EXACT_ROWS:
-            return exact_search(queries, k, self._stored(positions))
-        selector = bitmap_selector(bitmap(positions, self._ids.total))
-        params = faiss.SearchParameters(sel=selector.sel)
-        scores, labels = faiss.downcast_index(self._graph.storage).search(queries, k, params=params)
-        scores[labels < 0] = -np.inf
-        return topk(scores, self._ids.labels_to_ids(labels), k)
-
-    def _stored(self, positions: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(ids, exact vectors)`` of ``positions``, read from the graph's own storage."""
+        """Exact scores over ``positions``, read in place from the graph's own storage."""
         import faiss
 
         storage = faiss.downcast_index(self._graph.storage)
-        total = self._graph.ntotal
-        matrix = faiss.rev_swig_ptr(storage.get_xb(), total * self.dim).reshape(total, self.dim)
-        for start in range(0, len(positions), CHUNK):
-            part = np.sort(positions[start : start + CHUNK])
-            yield self._ids.ids[part], matrix[part]
+        scores, labels = score_rows(
+            queries, k, storage.get_xb(), storage.ntotal, self.dim, np.sort(positions)
+        )
+        return topk(scores, self._ids.labels_to_ids(labels), k)
+
+    def search_exact(
+        self, queries: np.ndarray, k: int, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        queries = as_vectors(queries, self.dim)
+        if k <= 0 or len(self) == 0:
+            return empty_result(len(queries), max(k, 0))
+        return self._exact(queries, k, self._ids.positions(as_ids(ids)))
+
+    def reserve(self, extra: int) -> None:
+        import faiss
+
+        if self._graph is None:
+            self._graph = self._new_graph()
+        reserve_storage(faiss.downcast_index(self._graph.storage), extra, self.dim)
 
     # ------------------------------------------------------------------ upkeep
 

@@ -175,6 +175,10 @@ def test_modality_filter_keeps_one_kind(engine):
 def test_lone_surrogates_are_bad_input_naming_the_item(faq):
     with pytest.raises(BadInput, match="text item 1: not valid Unicode"):
         faq.add(texts=["fine", "broken \ud800 text"], ids=["x", "y"])
+    with pytest.raises(BadInput, match=r"item 1 \(id 'y'\): metadata is not valid Unicode"):
+        faq.add(texts=["fine", "also fine"], ids=["x", "y"], metadata=[{}, {"k": "\udc80"}])
+    with pytest.raises(BadInput, match="item 0: id is not valid Unicode"):
+        faq.add(texts=["fine"], ids=["x\ud800"])
     assert faq.count() == 4
 
 

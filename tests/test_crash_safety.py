@@ -80,3 +80,35 @@ def test_killed_add_leaves_collection_consistent(engine):
     col = engine.open("crash")
     assert col.count() == TOTAL
     assert len(set(col.store.live_ids(col.manifest.generation).tolist())) == TOTAL
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_a_commit_that_fails_part_way_leaves_the_same_process_consistent(
+    engine, monkeypatch, index
+):
+    """Disk full while committing: the writer's own in-memory index already took the rows.
+
+    The same process must not then serve them, nor trip over their ids when it adds again
+    (the failed generation's ids are handed out anew).
+    """
+    import engine.commit as commit
+
+    col = engine.create("fail", encoder="precomputed", index=index, options={"dim": 8})
+    x = np.eye(8, dtype=np.float32)
+    col.add(vectors=x[:4], ids=["a", "b", "c", "d"])
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(commit, "write_manifest", disk_full)
+        with pytest.raises(OSError, match="No space"):
+            col.add(vectors=x[4:6], ids=["e", "f"])
+    assert col.count() == 4
+    assert [h.id for h in col.search(vector=x[4], k=8) if h.score > 0.5] == []
+    col.add(vectors=x[6:8], ids=["g", "h"])
+    assert col.count() == 6
+    assert col.search(vector=x[6], k=1)[0].id == "g"
+    assert np.array_equal(
+        np.sort(col.view.load_index().ids()), col.store.live_ids(col.manifest.generation)
+    )

@@ -111,3 +111,40 @@ def test_selective_and_broad_filters_return_k_hits_on_100k(tmp_path, fake_site):
     assert {int(h.id) for h in hits} == {int(i) for i in exact}
     broad = col.search(vector=q, k=100, where={"bucket": {"$lt": 10}})  # 50 %
     assert len(broad) == 100 and all(h.metadata["bucket"] < 10 for h in broad)
+
+
+@pytest.mark.parametrize(
+    ("index", "index_options"),
+    [
+        ("flat", {}),
+        ("hnsw", {"M": 8, "efConstruction": 20}),
+        ("ivfpq", {"nlist": 8, "pq": 4, "nbits": 4, "train_min": 500}),
+    ],
+)
+def test_selective_filters_are_exact_and_copy_vectors_only_without_a_full_copy(
+    tmp_path, fake_site, index, index_options
+):
+    """Selective filters are scored exactly; flat and hnsw score in their own storage, so the
+    query process holds no second copy of the vectors (ivfpq keeps codes and must read them)."""
+    from engine import Engine
+    from engine.registry import Registry
+
+    eng = Engine(tmp_path, registry=Registry())
+    col = eng.create(
+        "sel", encoder="precomputed", index=index, options={"dim": 16}, index_options=index_options
+    )
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    col.add(
+        vectors=x, ids=[str(i) for i in range(2000)], metadata=[{"b": i % 20} for i in range(2000)]
+    )
+    col.delete(ids=["3", "23"])  # deleted members of the bucket must not come back
+    col = eng.open("sel")
+    for q in x[:5]:
+        hits = col.search(vector=q, k=10, where={"b": 3})
+        members = np.array([i for i in range(3, 2000, 20) if i not in (3, 23)])
+        want = members[np.argsort(-(x[members] @ q), kind="stable")[:10]]
+        assert [int(h.id) for h in hits] == want.tolist()
+    held = col.planner.cached_vector_bytes
+    assert held == 0 if index in ("flat", "hnsw") else held == 100 * 16 * 4 - 2 * 16 * 4

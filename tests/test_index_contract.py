@@ -132,6 +132,52 @@ def test_filtered_search_returns_k_when_k_match(index, data, share):
     assert recall(found, exact(data, allowed=allowed)[1]) >= 0.95
 
 
+@pytest.mark.parametrize("share", [0.002, 0.05, 0.6])
+def test_search_exact_is_brute_force_over_the_ids_or_declined(kind, index, data, share):
+    ids, _, queries = data
+    rng = np.random.default_rng(int(share * 1000) + 1)
+    allowed = ids[rng.random(N) < share]
+    deleted = allowed[::7]
+    index.remove(deleted)
+    asked = np.concatenate([allowed, [5, 10**9]])  # ids the index never held are ignored
+    result = index.search_exact(queries, 10, asked)
+    if kind == "ivfpq":  # keeps codes, not vectors: the engine reads its exact file instead
+        assert result is None
+        return
+    scores, found = result
+    want_scores, want = exact(data, allowed=allowed, drop=deleted)
+    width = want.shape[1]  # fewer than k when few ids are allowed: the rest is padding
+    assert (found[:, :width] == want).all() and (found[:, width:] == -1).all()
+    assert np.allclose(scores[:, :width], want_scores, atol=1e-5)
+
+
+def test_reserve_keeps_results_and_the_storage_in_place(kind, data, lookup):
+    """After reserve(n), adds of n vectors in several commits never move the storage.
+
+    Each move would hold the old and the new buffer at once: the writer's peak memory.
+    """
+    import faiss
+
+    ids, vectors, queries = data
+    index = Registry().load(INDEXES, kind)(DIM, **KINDS[kind])
+    index.attach_vectors(lookup)
+    index.reserve(N)
+    buffers = set()  # (active kind, address of its vector storage) after each add
+    for start in range(0, N, 500):
+        index.add(ids[start : start + 500], vectors[start : start + 500])
+        active = getattr(index, "active", index)
+        if active.kind == "flat":
+            buffers.add(("flat", int(faiss.downcast_index(active._index.index).get_xb())))
+        elif active.kind == "hnsw":
+            buffers.add(("hnsw", int(faiss.downcast_index(active._graph.storage).get_xb())))
+    assert len(index) == N
+    assert recall(index.search(queries, 10)[1], exact(data)[1]) >= 0.9
+    if kind in ("flat", "hnsw"):
+        assert len(buffers) == 1
+    if kind == "auto":  # the graph it switches to is sized for the whole add at the switch
+        assert len([b for b in buffers if b[0] == "hnsw"]) == 1
+
+
 def test_empty_filter_returns_nothing(index, data):
     scores, found = index.search(data[2][:3], 4, allowed_ids=np.empty(0, np.int64))
     assert (found == -1).all() and np.isneginf(scores).all()
