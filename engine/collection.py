@@ -64,6 +64,7 @@ class _Item:
     metadata_json: str
     source: Any  # what the encoder takes (text, or decoded image), or None with a vector
     vector: np.ndarray | None = None
+    position: int = 0  # in the add call, i.e. the row of its vector in a vectors= array
 
 
 class Collection:
@@ -216,14 +217,15 @@ class Collection:
         if texts is None and images is None and vectors is None:
             raise BadInput("add needs texts=, images= or vectors=")
         report = AddReport()
-        items = self._prepare(texts, images, vectors, ids, metadata, report)
+        items, given = self._prepare(texts, images, vectors, ids, metadata, report)
         with self.writer.writing() as m:
-            self._write_items(m, items, batch_size, progress, report)
+            self._write_items(m, items, given, batch_size, progress, report)
         return report
 
     def _prepare(
         self, texts: Any, images: Any, vectors: Any, ids: Any, metadata: Any, report: AddReport
-    ) -> list[_Item]:
+    ) -> tuple[list[_Item], np.ndarray | None]:
+        """The validated items, and the validated ``vectors=`` array (None without one)."""
         if vectors is not None:
             vecs = validate_vectors(vectors, self.dim, "vectors")
             n = len(vecs)
@@ -250,7 +252,7 @@ class Collection:
             check_modality(self.encoder, modality)
         ext_ids = check_ids(ids, n, default_ids or [])
         metas = check_metadata(metadata, n, ext_ids)
-        return [
+        items = [
             _Item(
                 ext_ids[i],
                 modality,
@@ -259,14 +261,17 @@ class Collection:
                 metas[i][1],
                 contents[i] if modality == TEXT else None,
                 None if vecs is None else vecs[i],
+                i,
             )
             for i in range(n)
         ]
+        return items, vecs
 
     def _write_items(
         self,
         m: Manifest,
         items: list[_Item],
+        given: np.ndarray | None,
         batch_size: int | None,
         progress: bool,
         report: AddReport,
@@ -302,6 +307,7 @@ class Collection:
                 progress,
                 offset=start,
                 total=len(todo),
+                given=given,
             )
             report.skipped.extend(skipped)
             chunk = [chunk[i] for i in encoded]

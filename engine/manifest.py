@@ -122,16 +122,17 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
 
 
 def file_crc32(path: Path, limit: int | None = None) -> int:
-    """CRC-32 of a file (or of its first ``limit`` bytes), read in 4 MiB blocks."""
+    """CRC-32 of a file (or of its first ``limit`` bytes), read into one reused 1 MiB buffer."""
     crc, left = 0, limit
+    buffer = memoryview(bytearray(1 << 20))
     with open(path, "rb") as f:
         while left is None or left > 0:
-            block = f.read(1 << 22 if left is None else min(1 << 22, left))
-            if not block:
+            got = f.readinto(buffer if left is None else buffer[: min(len(buffer), left)])
+            if not got:
                 break
-            crc = zlib.crc32(block, crc)
+            crc = zlib.crc32(buffer[:got], crc)
             if left is not None:
-                left -= len(block)
+                left -= got
     return crc
 
 

@@ -22,12 +22,16 @@ def encode_items(
     progress: bool,
     offset: int = 0,
     total: int | None = None,
+    given: np.ndarray | None = None,
 ) -> tuple[list[int], np.ndarray, list[tuple[str, str]]]:
     """Vectors for ``items`` (objects with ``modality``, ``source``, ``content``, ``vector``).
 
     Returns the positions that were encoded, their vectors in that order, and
-    ``(item, reason)`` for the ones skipped.
+    ``(item, reason)`` for the ones skipped. With ``given`` (the caller's validated
+    ``vectors=`` array; each item's ``position`` is its row) nothing is encoded.
     """
+    if given is not None:
+        return list(range(len(items))), _given_rows(given, items, progress, offset, total), []
     batch = max(1, int(batch_size or getattr(encoder, "batch_size", 64)))
     dim = encoder.dim
     kept: list[int] = []
@@ -50,6 +54,21 @@ def encode_items(
         if bar is not None:
             bar.close()
     return kept, out[: len(kept)], skipped
+
+
+def _given_rows(
+    given: np.ndarray, items: Sequence[Any], progress: bool, offset: int, total: int | None
+) -> np.ndarray:
+    """The items' rows of ``given``: a view when consecutive (an add of new items), so a
+    100,000 x 512 add does not copy its input chunk by chunk; else one gather."""
+    rows = np.fromiter((it.position for it in items), dtype=np.int64, count=len(items))
+    bar = _progress(progress, total or len(items), offset)
+    if bar is not None:
+        bar.update(len(items))
+        bar.close()
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
+        return given[rows[0] : rows[-1] + 1]
+    return given[rows]
 
 
 def _batches(

@@ -193,6 +193,13 @@ class HnswIndex(VectorIndex):
         if self._graph is None:
             self._graph = self._new_graph()
         reserve_storage(faiss.downcast_index(self._graph.storage), extra, self.dim)
+        # The links too: 2M on the bottom level plus about one more a node on average above
+        # it; four spare slots a node make a second reallocation very unlikely.
+        links = self._graph.hnsw.neighbors
+        used = links.size()
+        if extra > 0:
+            links.resize(used + int(extra) * (self._graph.hnsw.nb_neighbors(0) + 4))
+            links.resize(used)
 
     # ------------------------------------------------------------------ upkeep
 

@@ -195,3 +195,19 @@ def test_auto_is_the_default_and_records_its_switch_in_the_manifest(engine):
     switch = [h for h in m.history if h["event"] == "auto-switch"]
     assert len(switch) == 1 and switch[0]["to"] == "hnsw" and switch[0]["from"] == "flat"
     assert engine.open("grow").search(vector=x[20_100], k=1)[0].id == "v20100"
+
+
+def test_re_adding_vectors_stores_exactly_the_changed_rows(engine):
+    """A vectors= add writes the caller's rows as they are when consecutive, else picks them
+    out: here rows 1 and 3 of a re-add changed, the others are unchanged and skipped."""
+    col = engine.create("rows", encoder="precomputed", index="flat", options={"dim": 4})
+    x = np.eye(4, dtype=np.float32)
+    ids = ["a", "b", "c", "d"]
+    col.add(vectors=x, ids=ids)
+    y = x.copy()
+    y[1], y[3] = x[2], x[0]  # b now points where c does, d where a does
+    report = col.add(vectors=y, ids=ids)
+    assert (report.added, report.updated, report.unchanged) == (0, 2, 2)
+    assert sorted(h.id for h in col.search(vector=x[2], k=4) if h.score > 0.99) == ["b", "c"]
+    assert sorted(h.id for h in col.search(vector=x[0], k=4) if h.score > 0.99) == ["a", "d"]
+    assert col.search(vector=x[1], k=1)[0].score < 0.5  # nothing points at e1 any more
