@@ -19,6 +19,8 @@ from engine.vectors import VectorFile
 from indexes.base import VectorIndex
 
 RETRIES = 5
+#: Vectors gathered per step of a replay (16,384 x 512 float32 = 32 MiB at a time).
+REPLAY_CHUNK = 16_384
 
 
 def snapshot_path(folder: Path, generation: int) -> Path:
@@ -122,11 +124,14 @@ class LiveView:
         added, removed = self.store.delta(since, upto)
         if len(removed):
             self.index.remove(removed)
-        if len(added) > 65536:
+        large = len(added) > REPLAY_CHUNK
+        if large:
             self.index.reserve(len(added))
-        for start in range(0, len(added), 65536):
-            chunk = added[start : start + 65536]
+        for start in range(0, len(added), REPLAY_CHUNK):
+            chunk = added[start : start + REPLAY_CHUNK]
             self.index.add(chunk, self.vectors.get(chunk))
+            if large:  # the index holds its own copy now: keep one chunk resident, not all
+                self.vectors.release()
 
     def drop_index(self) -> None:
         self.index = None

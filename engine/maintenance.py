@@ -44,10 +44,11 @@ def fill(index: VectorIndex, vectors: VectorFile, live: np.ndarray) -> None:
     rebuild = getattr(index, "rebuild", None)
     if rebuild is not None:
         rebuild(live, LookupRows(live, vectors))  # read in chunks, never one full copy
-        return
-    for start in range(0, len(live), CHUNK):
-        chunk = live[start : start + CHUNK]
-        index.add(chunk, vectors.get(chunk))
+    else:
+        for start in range(0, len(live), CHUNK):
+            chunk = live[start : start + CHUNK]
+            index.add(chunk, vectors.get(chunk))
+    vectors.release()
 
 
 def reindex(
@@ -79,6 +80,7 @@ def rebuild_if_needed(writer: Writer, store: Store, m: Manifest) -> Manifest:
     live = store.live_ids(m.generation)
     if hasattr(index, "rebuild"):
         index.rebuild(live, LookupRows(live, writer.view.vectors))
+        writer.view.vectors.release()
     else:
         index = build_index(
             writer.view.registry, m.index["kind"], m.index.get("params", {}), writer.view, live

@@ -12,6 +12,7 @@ truncates them away, readers never look at them.
 
 from __future__ import annotations
 
+import mmap
 import os
 import zlib
 from collections.abc import Callable
@@ -31,6 +32,7 @@ class VectorFile:
         self.folder = folder
         self.dim = dim
         self.files = files
+        self._tail_map: mmap.mmap | None = None
         self._base_ids = np.zeros(0, dtype=np.int64)
         self._base = np.zeros((0, dim), dtype=np.float32)
         if files.base_rows:
@@ -71,8 +73,22 @@ class VectorFile:
                 f"exact vectors file {path.name} holds {size // (self.dim * 4)} rows, "
                 f"the manifest commits {rows}"
             )
-        # A plain ndarray view of the map: memmap's own __getitem__ costs more than the copy.
-        return np.asarray(np.memmap(path, dtype=np.float32, mode="r", shape=(rows, self.dim)))
+        # A plain ndarray over the map: memmap's own __getitem__ costs more than the copy.
+        with open(path, "rb") as f:
+            self._tail_map = mmap.mmap(f.fileno(), need, access=mmap.ACCESS_READ)
+        return np.frombuffer(self._tail_map, dtype=np.float32).reshape(rows, self.dim)
+
+    def release(self) -> None:
+        """Let go of the mapped pages this process has read (they stay in the page cache).
+
+        A replay or a rebuild reads every vector once; mapped pages would otherwise count in
+        the process's resident memory for as long as it runs, a second copy of the vectors
+        beside the index (+228 MB in a 100,000 x 512 `flat` reader).
+        """
+        maps = [self._tail_map, getattr(self._base, "_mmap", None)]
+        for m in maps:
+            if m is not None and hasattr(m, "madvise"):
+                m.madvise(mmap.MADV_DONTNEED)
 
     def get(self, ids: np.ndarray) -> np.ndarray:
         """Vectors of the given ids, in order. Unknown ids are a corruption, not a miss."""
