@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -211,3 +214,22 @@ def test_re_adding_vectors_stores_exactly_the_changed_rows(engine):
     assert sorted(h.id for h in col.search(vector=x[2], k=4) if h.score > 0.99) == ["b", "c"]
     assert sorted(h.id for h in col.search(vector=x[0], k=4) if h.score > 0.99) == ["a", "d"]
     assert col.search(vector=x[1], k=1)[0].score < 0.5  # nothing points at e1 any more
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc")
+def test_a_replaying_reader_keeps_no_mapped_copy_of_the_vectors(engine):
+    """A reader that rebuilt its index from the vector file must not keep the file's pages
+    resident too: that was a second copy of every vector in each worker's memory."""
+    col = engine.create("map", encoder="precomputed", index="flat", options={"dim": 64})
+    x = np.random.default_rng(2).normal(size=(40_000, 64)).astype(np.float32)
+    col.add(vectors=x, ids=[str(i) for i in range(len(x))])  # no snapshot: readers replay
+    reader = engine.open("map")
+    assert reader.manifest.snapshot_generation is None
+    assert reader.search(vector=x[123], k=1)[0].id == "123"
+    resident_kb, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):  # a mapping's header line
+            inside = line.endswith(".f32")
+        elif inside and line.startswith("Rss:"):
+            resident_kb += int(line.split()[1])
+    assert resident_kb < 2 * 1024  # of a 10 MiB file
