@@ -224,10 +224,7 @@ class Store:
             d.gen_deleted > since, d.gen_deleted <= upto, d.gen_added <= since
         )
         with self.engine.connect() as conn:
-            # all() then one conversion: iterating the result row by row cost twice as much
-            a = np.array(conn.execute(added).scalars().all(), dtype=np.int64)
-            r = np.array(conn.execute(removed).scalars().all(), dtype=np.int64)
-        return a, r
+            return _id_array(conn.execute(added)), _id_array(conn.execute(removed))
 
     # -- writing (only under the collection's write lock) --------------------------------------
 
@@ -334,6 +331,16 @@ def _insert_ignore(dialect: str) -> Any:
 
         return pg_insert(fields).on_conflict_do_nothing()
     return insert(fields).prefix_with("IGNORE")
+
+
+def _id_array(result: Any) -> np.ndarray:
+    """One integer column as an array, fetched straight from the driver's cursor.
+
+    A replay on open reads every live id when there is no snapshot; SQLAlchemy's per-row
+    result processing cost 0.13 s of it at 100,000 ids, the driver's fetchall 0.05 s.
+    """
+    rows = result.cursor.fetchall() if result.cursor is not None else result.fetchall()
+    return np.array(rows, dtype=np.int64).reshape(-1)
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
