@@ -45,6 +45,7 @@ def fill(index: VectorIndex, vectors: VectorFile, live: np.ndarray) -> None:
     if rebuild is not None:
         rebuild(live, LookupRows(live, vectors))  # read in chunks, never one full copy
     else:
+        index.reserve(len(live))  # sized once, not regrown chunk by chunk
         for start in range(0, len(live), CHUNK):
             chunk = live[start : start + CHUNK]
             index.add(chunk, vectors.get(chunk))

@@ -48,8 +48,9 @@ class FlatIndex(VectorIndex):
         """Replace the contents with exactly ``ids``/``vectors`` (a memmap is read in chunks)."""
         from indexes._exact import chunks
 
-        self._index.reset()
+        self._index.reset()  # keeps the storage's capacity
         self._rows = None
+        self.reserve(len(ids))
         for part_ids, part in chunks(ids, vectors, self.dim):
             self.add(part_ids, part)
 

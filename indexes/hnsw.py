@@ -95,6 +95,7 @@ class HnswIndex(VectorIndex):
         """
         empty = self._graph is not None and self._graph.ntotal == 0
         graph = self._graph if empty else self._new_graph()  # keep what reserve() sized
+        _size_graph(graph, len(ids), self.dim)
         idmap = IdMap()
         try:
             for part_ids, part in chunks(ids, vectors, self.dim):
@@ -188,18 +189,9 @@ class HnswIndex(VectorIndex):
         return self._exact(queries, k, self._ids.positions(as_ids(ids)))
 
     def reserve(self, extra: int) -> None:
-        import faiss
-
         if self._graph is None:
             self._graph = self._new_graph()
-        reserve_storage(faiss.downcast_index(self._graph.storage), extra, self.dim)
-        # The links too: 2M on the bottom level plus about one more a node on average above
-        # it; four spare slots a node make a second reallocation very unlikely.
-        links = self._graph.hnsw.neighbors
-        used = links.size()
-        if extra > 0:
-            links.resize(used + int(extra) * (self._graph.hnsw.nb_neighbors(0) + 4))
-            links.resize(used)
+        _size_graph(self._graph, extra, self.dim)
 
     # ------------------------------------------------------------------ upkeep
 
@@ -257,3 +249,18 @@ class HnswIndex(VectorIndex):
             index._graph.hnsw.efConstruction = index.ef_construction
             index.M = int(meta["M"])
         return index
+
+
+def _size_graph(graph: Any, extra: int, dim: int) -> None:
+    """Room for ``extra`` more nodes: their vectors and their links, each grown once."""
+    import faiss
+
+    if extra <= 0:
+        return
+    reserve_storage(faiss.downcast_index(graph.storage), extra, dim)
+    # Links: 2M on the bottom level plus about one more a node on average above it; four
+    # spare slots a node make a second reallocation very unlikely.
+    links = graph.hnsw.neighbors
+    used = links.size()
+    links.resize(used + int(extra) * (graph.hnsw.nb_neighbors(0) + 4))
+    links.resize(used)
