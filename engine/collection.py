@@ -16,7 +16,14 @@ import numpy as np
 
 from engine import maintenance
 from engine.commit import SNAPSHOT_MIN_CHANGES, Change, Writer
-from engine.documents import check_ids, check_metadata, check_texts, content_hash, default_text_id
+from engine.documents import (
+    check_ids,
+    check_metadata,
+    check_texts,
+    content_hash,
+    default_text_id,
+    lookup_ids,
+)
 from engine.encoders import IMAGE, TEXT, Encoder, check_modality, validate_vectors
 from engine.errors import BadInput, CorruptCollection, SpaceMismatch
 from engine.filters import parse_where
@@ -102,7 +109,7 @@ class Collection:
 
     def get(self, ids: Sequence[str]) -> list[Document | None]:
         """Documents by id, ``None`` for ids not in the collection."""
-        ids = [str(i) for i in ids]
+        ids = lookup_ids(ids)
         found = self.store.get(ids, self.manifest.generation)
         return [found.get(i) for i in ids]
 
@@ -340,7 +347,7 @@ class Collection:
 
         Each call rewrites the index snapshot, so delete in batches rather than one by one.
         """
-        ids = [str(i) for i in ids]
+        ids = lookup_ids(ids)
         with self.writer.writing() as m:
             live = self.store.live_hashes(ids, m.generation)
             if live:

@@ -48,6 +48,24 @@ def check_ids(ids: Sequence[Any] | None, n: int, default: Sequence[str]) -> list
     return out
 
 
+def lookup_ids(ids: Sequence[Any]) -> list[str]:
+    """Ids to look up (get, delete) as strings; one that cannot be stored is a BadInput.
+
+    Such an id cannot exist in the store, but the database driver would fail on it with a
+    bare UnicodeEncodeError instead of saying which id is wrong.
+    """
+    if isinstance(ids, (str, bytes)):
+        raise BadInput("ids must be a list of ids, not a single string")
+    out = [str(i) for i in ids]
+    for i, ext in enumerate(out):
+        if not ext.isascii():
+            try:
+                ext.encode()
+            except UnicodeEncodeError as exc:
+                raise BadInput(f"id {i}: not valid Unicode ({exc.reason})") from None
+    return out
+
+
 def check_texts(texts: Sequence[Any], ids: Sequence[str]) -> list[str]:
     from engine.encoders import validate_texts
 

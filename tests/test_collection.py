@@ -182,6 +182,12 @@ def test_lone_surrogates_are_bad_input_naming_the_item(faq):
         faq.add(texts=["fine", "also fine"], ids=["x", "y"], metadata=[{}, {"k": "\udc80"}])
     with pytest.raises(BadInput, match="item 0: id is not valid Unicode"):
         faq.add(texts=["fine"], ids=["x\ud800"])
+    with pytest.raises(BadInput, match="id 1: not valid Unicode"):
+        faq.get(["x", "y\ud800"])
+    with pytest.raises(BadInput, match="id 0: not valid Unicode"):
+        faq.delete(ids=["y\ud800"])
+    with pytest.raises(BadInput, match="not a single string"):
+        faq.delete(ids="abc")  # would otherwise delete ids "a", "b" and "c"
     assert faq.count() == 4
 
 
