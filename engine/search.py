@@ -68,8 +68,8 @@ class Planner:
             if exact is None:  # the kind keeps no full vectors: read the exact file
                 scores, ids = exact_top_k(self._vectors_of(found), found.ids, q, k)
                 return ids, scores
-            keep = exact[1][0] >= 0
-            return exact[1][0][keep], exact[0][0][keep]
+            scores, ids = exact[0][0], exact[1][0]
+            return ids[ids >= 0], scores[ids >= 0]
         total = len(index)
         fetch = min(k * 8, total)
         while True:
