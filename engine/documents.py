@@ -34,11 +34,9 @@ def check_ids(ids: Sequence[Any] | None, n: int, default: Sequence[str]) -> list
             raise BadInput(f"item {i}: id is empty")
         if len(ext) > MAX_ID_LENGTH:
             raise BadInput(f"item {i}: id is longer than {MAX_ID_LENGTH} characters")
-        if not ext.isascii():
-            try:
-                ext.encode()
-            except UnicodeEncodeError as exc:
-                raise BadInput(f"item {i}: id is not valid Unicode ({exc.reason})") from None
+        problem = _unstorable(ext)
+        if problem:
+            raise BadInput(f"item {i}: id is not valid Unicode ({problem})")
         if ext in first_seen:
             raise BadInput(
                 f"item {i}: duplicate id {ext!r} (also item {first_seen[ext]}) in one add"
@@ -58,12 +56,21 @@ def lookup_ids(ids: Sequence[Any]) -> list[str]:
         raise BadInput("ids must be a list of ids, not a single string")
     out = [str(i) for i in ids]
     for i, ext in enumerate(out):
-        if not ext.isascii():
-            try:
-                ext.encode()
-            except UnicodeEncodeError as exc:
-                raise BadInput(f"id {i}: not valid Unicode ({exc.reason})") from None
+        problem = _unstorable(ext)
+        if problem:
+            raise BadInput(f"id {i}: not valid Unicode ({problem})")
     return out
+
+
+def _unstorable(text: str) -> str | None:
+    """Why ``text`` cannot be stored as UTF-8 (a lone surrogate), or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        return str(exc.reason)
+    return None
 
 
 def check_texts(texts: Sequence[Any], ids: Sequence[str]) -> list[str]:

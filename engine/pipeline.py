@@ -41,12 +41,7 @@ def encode_items(
     bar = _progress(progress, total or len(items), offset)
     try:
         for positions, sources, modality in _batches(encoder, items, batch, skipped):
-            rows = slice(len(kept), len(kept) + len(positions))
-            if modality is None:  # caller-supplied vectors
-                for row, p in enumerate(positions, start=rows.start):
-                    out[row] = items[p].vector
-            else:
-                out[rows] = encoder.encode(sources, modality)
+            out[len(kept) : len(kept) + len(positions)] = encoder.encode(sources, modality)
             kept.extend(positions)
             if bar is not None:
                 bar.update(len(positions))
@@ -73,13 +68,9 @@ def _given_rows(
 
 def _batches(
     encoder: Encoder, items: Sequence[Any], batch: int, skipped: list[tuple[str, str]]
-) -> Iterator[tuple[list[int], list[Any], str | None]]:
-    with_vectors = [i for i, it in enumerate(items) if it.vector is not None]
-    for start in range(0, len(with_vectors), batch):
-        yield with_vectors[start : start + batch], [], None
-    to_encode = [i for i, it in enumerate(items) if it.vector is None]
-    images = [i for i in to_encode if items[i].modality == IMAGE]
-    texts = [i for i in to_encode if items[i].modality != IMAGE]
+) -> Iterator[tuple[list[int], list[Any], str]]:
+    images = [i for i, it in enumerate(items) if it.modality == IMAGE]
+    texts = [i for i, it in enumerate(items) if it.modality != IMAGE]
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
         yield chunk, [items[i].source for i in chunk], items[chunk[0]].modality
