@@ -69,7 +69,14 @@ documents = Table(
         postgresql_where=Column("gen_deleted").is_(None),
     ),
     Index("documents_gen_added", "gen_added"),
-    Index("documents_gen_deleted", "gen_deleted"),
+    # Only retired rows: every query on gen_deleted compares it (so implies NOT NULL), and
+    # leaving the live majority out saves an index insert per added document.
+    Index(
+        "documents_gen_deleted",
+        "gen_deleted",
+        sqlite_where=Column("gen_deleted").isnot(None),
+        postgresql_where=Column("gen_deleted").isnot(None),
+    ),
 )
 
 meta = Table(
@@ -80,7 +87,16 @@ meta = Table(
     Column("num", Float, nullable=True),
     Column("text", String, nullable=True),
     Index("meta_key_text", "key", "text", "doc_id"),
-    Index("meta_key_num", "key", "num", "doc_id"),
+    # Numbers only (comparisons on num imply NOT NULL): text values skip this index. Key-only
+    # lookups ($exists, null equality) use meta_key_text, which keeps every row.
+    Index(
+        "meta_key_num",
+        "key",
+        "num",
+        "doc_id",
+        sqlite_where=Column("num").isnot(None),
+        postgresql_where=Column("num").isnot(None),
+    ),
     Index("meta_doc", "doc_id"),
 )
 
@@ -289,7 +305,10 @@ class Store:
         d = documents.c
         with self.engine.connect() as conn:
             a = conn.execute(select(func.max(d.gen_added))).scalar()
-            b = conn.execute(select(func.max(d.gen_deleted))).scalar()
+            # the WHERE lets SQLite answer from the partial index of retired rows
+            b = conn.execute(
+                select(func.max(d.gen_deleted)).where(d.gen_deleted.isnot(None))
+            ).scalar()
         return max(a or 0, b or 0)
 
     def vacuum(self) -> None:
