@@ -9,6 +9,7 @@ import numpy as np
 
 from engine.encoders import reject_unknown_options
 from indexes._exact import reserve_storage, score_rows, topk
+from indexes._idmap import IdMap
 from indexes.base import VectorIndex, as_ids, as_vectors, empty_result
 
 
@@ -23,7 +24,7 @@ class FlatIndex(VectorIndex):
         import faiss
 
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-        self._rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._rows: tuple[np.ndarray, IdMap] | None = None
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = as_ids(ids)
@@ -80,21 +81,22 @@ class FlatIndex(VectorIndex):
         queries = as_vectors(queries, self.dim)
         if self._index.ntotal == 0 or k <= 0:
             return empty_result(len(queries), max(k, 0))
-        by_row, sorted_ids, rows_of_sorted = self._row_lookup()
-        ids = as_ids(ids)
-        slots = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-        rows = np.sort(rows_of_sorted[slots[sorted_ids[slots] == ids]])  # in memory order
+        by_row, rows_of = self._row_lookup()
+        rows = rows_of.positions(as_ids(ids))  # sorted: read in memory order
         storage = faiss.downcast_index(self._index.index)
         scores, rows = score_rows(queries, k, storage.get_xb(), storage.ntotal, self.dim, rows)
         found = np.where(rows >= 0, by_row[np.maximum(rows, 0)], -1)
         return topk(scores, found, k)
 
-    def _row_lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(id of each storage row, the ids sorted, their rows): rebuilt after a change."""
+    def _row_lookup(self) -> tuple[np.ndarray, IdMap]:
+        """(id of each storage row, ids to rows): rebuilt after a change, kept until the next.
+
+        The same map `hnsw` keeps for its positions: a direct table while ids are dense, so
+        5,000 filtered ids become rows in microseconds rather than a 0.2 ms binary search.
+        """
         if self._rows is None:
             by_row = self.ids()
-            order = np.argsort(by_row, kind="stable")
-            self._rows = (by_row, by_row[order], order)
+            self._rows = (by_row, IdMap(by_row))
         return self._rows
 
     def __len__(self) -> int:
