@@ -57,6 +57,7 @@ class Writer:
         self.lock_timeout = lock_timeout
         self._lock = FileLock(str(folder / "write.lock"), timeout=lock_timeout)
         self.vectors = VectorWriter(folder / "vectors", view.manifest.dim)
+        self._upgraded = False
 
     @contextmanager
     def writing(self) -> Iterator[Manifest]:
@@ -81,6 +82,9 @@ class Writer:
             self._lock.release()
 
     def _recover(self, m: Manifest) -> None:
+        if not self._upgraded:
+            self.store.upgrade_indexes()  # collections made by older versions, once a process
+            self._upgraded = True
         if self.store.max_generation() > m.generation:
             self.store.rollback_after(m.generation)
         self.vectors.truncate_uncommitted(m.vectors)

@@ -239,3 +239,42 @@ def test_a_replaying_reader_keeps_no_mapped_copy_of_the_vectors(engine):
         elif inside and line.startswith("Rss:"):
             resident_kb += int(line.split()[1])
     assert resident_kb < 2 * 1024  # of a 10 MiB file
+
+
+def test_indexes_of_older_collections_are_made_partial_on_the_next_write(engine):
+    """Collections made before the partial indexes get them at their first write.
+
+    With the old full index on gen_deleted, SQLite planned the upsert lookup of 500+ ids as
+    a walk over every live row, once per 5,000 ids added; after the upgrade it probes ids.
+    """
+    import sqlite3
+
+    col = engine.create("old", encoder="precomputed", index="flat", options={"dim": 4})
+    x = np.random.default_rng(4).normal(size=(3000, 4)).astype(np.float32)
+    col.add(vectors=x, ids=[f"d{i}" for i in range(3000)], metadata=[{"n": i} for i in range(3000)])
+    db = sqlite3.connect(col.folder / "store.sqlite")
+    db.executescript(
+        "DROP INDEX documents_gen_deleted; CREATE INDEX documents_gen_deleted ON documents "
+        "(gen_deleted); DROP INDEX meta_key_num; CREATE INDEX meta_key_num ON meta "
+        '("key", num, doc_id);'
+    )
+    lookup = (
+        f"EXPLAIN QUERY PLAN SELECT id FROM documents WHERE external_id IN "
+        f"({','.join('?' * 500)}) AND gen_deleted IS NULL AND gen_added <= ?"
+    )
+
+    def plan():
+        fresh = sqlite3.connect(col.folder / "store.sqlite")  # no statement cached from before
+        try:
+            return str(fresh.execute(lookup, [f"d{i}" for i in range(500)] + [99]).fetchall())
+        finally:
+            fresh.close()
+
+    assert "documents_gen_deleted" in plan()  # what an older collection does
+    col = engine.open("old")
+    col.add(vectors=x[:1] * -1, ids=["new"])
+    assert "documents_live_external_id" in plan()
+    sql = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'"))
+    assert "WHERE" in sql["documents_gen_deleted"] and "WHERE" in sql["meta_key_num"]
+    assert col.count() == 3001
+    assert [h.id for h in col.search(vector=x[7], k=1, where={"n": {"$gte": 7}})] == ["d7"]
