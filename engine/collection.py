@@ -70,7 +70,6 @@ class _Item:
     metadata: dict[str, Any]
     metadata_json: str
     source: Any  # what the encoder takes (text, or decoded image), or None with a vector
-    vector: np.ndarray | None = None
     position: int = 0  # in the add call, i.e. the row of its vector in a vectors= array
 
 
@@ -267,7 +266,6 @@ class Collection:
                 metas[i][0],
                 metas[i][1],
                 contents[i] if modality == TEXT else None,
-                None if vecs is None else vecs[i],
                 i,
             )
             for i in range(n)
@@ -296,7 +294,7 @@ class Collection:
                 it.modality,
                 it.content,
                 it.metadata_json,
-                b"" if it.vector is None else it.vector.tobytes(),
+                b"" if given is None else given[it.position].tobytes(),
             )
             old = live.get(it.external_id)
             if old is not None and old[1] == h:

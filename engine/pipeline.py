@@ -24,7 +24,7 @@ def encode_items(
     total: int | None = None,
     given: np.ndarray | None = None,
 ) -> tuple[list[int], np.ndarray, list[tuple[str, str]]]:
-    """Vectors for ``items`` (objects with ``modality``, ``source``, ``content``, ``vector``).
+    """Vectors for ``items`` (objects with ``modality``, ``source``, ``content``, ``position``).
 
     Returns the positions that were encoded, their vectors in that order, and
     ``(item, reason)`` for the ones skipped. With ``given`` (the caller's validated
