@@ -8,12 +8,14 @@ col.search("how do I reset my card pin?", k=5, where={"lang": "en"})
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from engine.collection import Collection
 from engine.encoders import Encoder
@@ -24,12 +26,20 @@ from engine.errors import (
     CollectionNotFound,
     PluginLoadError,
 )
-from engine.manifest import MANIFEST, Manifest, fsync_dir, read_manifest, write_manifest
+from engine.manifest import (
+    MANIFEST,
+    Manifest,
+    fsync_dir,
+    new_uuid,
+    read_manifest,
+    write_manifest,
+)
 from engine.registry import Registry, default_registry
 from engine.store import Store
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 DEFAULT_INDEX = "auto"
+T = TypeVar("T")
 
 
 def default_home() -> Path:
@@ -62,9 +72,26 @@ class Engine:
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.registry = registry or default_registry()
         self.lock_timeout = lock_timeout
+        # One loaded model per encoder configuration and one handle per collection, shared by
+        # every thread: opening a collection again costs a stat, not a model load.
+        self._lock = threading.Lock()
+        self._encoders: dict[str, _Slot[Encoder]] = {}
+        self._handles: dict[str, _Slot[Collection]] = {}
 
     def _folder(self, name: str) -> Path:
         return self.home / check_name(name)
+
+    def shared_encoder(self, name: str, options: dict[str, Any] | None = None) -> Encoder:
+        """The engine's encoder for this name and options, built on first use."""
+        slot = self._slot(self._encoders, _key(name, options))
+        with slot.lock:
+            if slot.value is None:
+                slot.value = self.build_encoder(name, options)
+            return slot.value
+
+    def _slot(self, table: dict[str, _Slot[Any]], key: str) -> _Slot[Any]:
+        with self._lock:
+            return table.setdefault(key, _Slot())
 
     def build_encoder(self, name: str, options: dict[str, Any] | None = None) -> Encoder:
         cls = self.registry.encoder_class(name)
@@ -88,7 +115,7 @@ class Engine:
         folder = self._folder(name)
         if (folder / MANIFEST).exists():
             raise CollectionExists(f"collection {name!r} already exists in {self.home}")
-        enc = self.build_encoder(encoder, options)
+        enc = self.shared_encoder(encoder, options)
         index_cls = self.registry.index_class(index)
         try:
             idx = index_cls(enc.dim, **dict(index_options or {}))
@@ -104,6 +131,7 @@ class Engine:
                 encoder={"name": encoder, "options": enc.options, "fingerprint": enc.fingerprint},
                 index={"kind": index, "params": idx.params, "state": idx.state()},
                 store_url=store_url,
+                uuid=new_uuid(),
             )
             write_manifest(staging, manifest)
             try:
@@ -116,17 +144,38 @@ class Engine:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
-        return Collection(folder, enc, self.registry, self.lock_timeout)
+        col = Collection(folder, enc, self.registry, self.lock_timeout)
+        slot = self._slot(self._handles, _key(name, None))
+        with slot.lock:
+            if slot.value is not None:
+                slot.value.close()  # a handle on a collection of this name dropped earlier
+            slot.value = col
+        return col
 
     def open(self, name: str, encoder_options: dict[str, Any] | None = None) -> Collection:
-        """Open a collection with the encoder it was built with (checked by fingerprint)."""
-        folder = self._folder(name)
-        if not (folder / MANIFEST).exists():
-            raise CollectionNotFound(f"no collection named {name!r} in {self.home}")
-        manifest = read_manifest(folder)
-        options = {**manifest.encoder.get("options", {}), **dict(encoder_options or {})}
-        enc = self.build_encoder(manifest.encoder["name"], options)
-        return Collection(folder, enc, self.registry, self.lock_timeout)
+        """The collection with the encoder it was built with (checked by fingerprint).
+
+        Every thread may call this: the same handle is returned while the collection exists,
+        so its model, index and caches are loaded once per engine.
+        """
+        slot = self._slot(self._handles, _key(name, encoder_options))
+        with slot.lock:
+            col = slot.value
+            if col is not None:
+                try:
+                    col.view.refresh()
+                    return col
+                except CollectionNotFound:
+                    col.close()  # dropped (and maybe re-created) since: open what is there now
+                    slot.value = None
+            folder = self._folder(name)
+            if not (folder / MANIFEST).exists():
+                raise CollectionNotFound(f"no collection named {name!r} in {self.home}")
+            manifest = read_manifest(folder)
+            options = {**manifest.encoder.get("options", {}), **dict(encoder_options or {})}
+            enc = self.shared_encoder(manifest.encoder["name"], options)
+            slot.value = Collection(folder, enc, self.registry, self.lock_timeout)
+            return slot.value
 
     def open_with(self, name: str, encoder: Encoder) -> Collection:
         """Open with a ready encoder instance; a different embedding space is refused."""
@@ -194,3 +243,34 @@ class Engine:
         finally:
             lock.release()
         shutil.rmtree(trash, ignore_errors=True)
+        self._forget_handles(name)
+
+    def _forget_handles(self, name: str) -> None:
+        with self._lock:
+            gone = [k for k in self._handles if json.loads(k)[0] == name]
+            slots = [self._handles.pop(k) for k in gone]
+        for slot in slots:
+            with slot.lock:
+                if slot.value is not None:
+                    slot.value.close()
+
+    def close(self) -> None:
+        """Let go of every open handle's database connections (handles reconnect if used)."""
+        with self._lock:
+            slots = list(self._handles.values())
+        for slot in slots:
+            with slot.lock:
+                if slot.value is not None:
+                    slot.value.close()
+
+
+class _Slot(Generic[T]):
+    """A value built once under its own lock, so building one never blocks building another."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.value: T | None = None
+
+
+def _key(name: str, options: dict[str, Any] | None) -> str:
+    return json.dumps([name, dict(options or {})], sort_keys=True, default=repr)

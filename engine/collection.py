@@ -90,7 +90,7 @@ class Collection:
         self.store = open_store(folder, manifest)
         self.view = LiveView(folder, self.store, registry)
         self.view.load_index()  # open means ready to serve: damage is reported here, not later
-        self.planner = Planner(self.view, self.store)
+        self.planner = Planner(self.store)
         self.writer = Writer(folder, self.store, self.view, lock_timeout)
 
     # -- reading ------------------------------------------------------------------------------
@@ -171,16 +171,16 @@ class Collection:
     def _search_vectors(
         self, q: np.ndarray, k: int, where: dict[str, Any] | None
     ) -> list[list[Hit]]:
-        m = self.view.refresh()
         if where is not None:
             self.store.check_fields(where)
         for _ in range(3):
-            found = self.planner.candidates_many(q, k, where, m)
-            wanted = np.concatenate([ids for ids, _ in found]) if found else np.zeros(0, int)
-            docs = self.store.fetch(np.unique(wanted), m.generation)
-            if len(docs) == len(np.unique(wanted)):
+            with self.view.reading() as served:
+                found = self.planner.candidates_many(q, k, where, served)
+            wanted = np.unique(np.concatenate([ids for ids, _ in found]) if found else [])
+            docs = self.store.fetch(wanted.astype(np.int64), served.manifest.generation)
+            if len(docs) == len(wanted):
                 break
-            m = self.view.refresh()  # a concurrent compaction purged rows: look again
+            # A concurrent commit purged rows of the generation we searched: search again.
         return [
             [
                 Hit(docs[i].id, float(s), docs[i].content, docs[i].metadata, docs[i].modality)
@@ -302,7 +302,7 @@ class Collection:
             else:
                 todo.append((it, h))
         if todo:  # announce the whole add: the index sizes itself (and `auto` its kind) once
-            self.view.load_index().reserve(len(todo))
+            self.view.reserve(len(todo))
         for start in range(0, len(todo), COMMIT_EVERY):
             chunk = todo[start : start + COMMIT_EVERY]
             encoded, vectors, skipped = encode_items(

@@ -8,6 +8,7 @@ vectors, then store rows, then the index snapshot, then the manifest rename that
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,14 @@ from filelock import FileLock, Timeout
 
 from engine.errors import CollectionLocked
 from engine.live import LiveView, snapshot_path
-from engine.manifest import Manifest, VectorFiles, file_crc32, fsync_dir, write_manifest
+from engine.manifest import (
+    Manifest,
+    VectorFiles,
+    file_crc32,
+    fsync_dir,
+    new_uuid,
+    write_manifest,
+)
 from engine.store import NewRow, Store
 from engine.vectors import VectorWriter
 from indexes.base import VectorIndex
@@ -56,15 +64,23 @@ class Writer:
         self.view = view
         self.lock_timeout = lock_timeout
         self._lock = FileLock(str(folder / "write.lock"), timeout=lock_timeout)
+        # Threads of this process queue here; the file lock then orders processes.
+        self._thread_lock = threading.Lock()
         self.vectors = VectorWriter(folder / "vectors", view.manifest.dim)
         self._upgraded = False
 
     @contextmanager
     def writing(self) -> Iterator[Manifest]:
         """Hold the write lock, undo whatever a killed writer left, yield the committed state."""
+        if not self._thread_lock.acquire(timeout=self.lock_timeout):
+            raise CollectionLocked(
+                f"collection {self.folder.name!r} is being written by another thread "
+                f"(waited {self.lock_timeout:g} s); try again when it finishes"
+            )
         try:
             self._lock.acquire()
         except Timeout:
+            self._thread_lock.release()
             raise CollectionLocked(
                 f"collection {self.folder.name!r} is being written by another process "
                 f"(waited {self.lock_timeout:g} s); try again when it finishes"
@@ -80,6 +96,7 @@ class Writer:
             raise
         finally:
             self._lock.release()
+            self._thread_lock.release()
 
     def _recover(self, m: Manifest) -> None:
         if not self._upgraded:
@@ -104,13 +121,31 @@ class Writer:
         if change.rows:
             files = self.vectors.append(files, change.vectors)
         self.store.write(gen, change.rows, change.retire)
-        index = change.index or self.view.load_index()
-        if change.index is None:
-            if change.retire:
-                index.remove(np.asarray(change.retire, dtype=np.int64))
-            if change.rows:
-                ids = np.asarray([r.internal_id for r in change.rows], dtype=np.int64)
-                index.add(ids, change.vectors)
+        if change.index is not None:
+            # A replacement index is private until published: build and save it while
+            # searches go on with the old one; only the switch itself takes the view's lock.
+            new = self._publish(m, change, change.index, files, gen)
+        else:
+            # The shared index changes in place: no search may run meanwhile, and the commit
+            # must be published before a reader could notice the manifest and replay it again.
+            with self.view.lock.write():
+                index = self.view.load_index()
+                if change.retire:
+                    index.remove(np.asarray(change.retire, dtype=np.int64))
+                if change.rows:
+                    ids = np.asarray([r.internal_id for r in change.rows], dtype=np.int64)
+                    index.add(ids, change.vectors)
+                new = self._publish(m, change, index, files, gen)
+        if new.snapshot_generation != m.snapshot_generation:
+            if m.snapshot_generation is not None:
+                snapshot_path(self.folder, m.snapshot_generation).unlink(missing_ok=True)
+            self.store.purge_dead(new.snapshot_generation)
+        return new
+
+    def _publish(
+        self, m: Manifest, change: Change, index: VectorIndex, files: VectorFiles, gen: int
+    ) -> Manifest:
+        """Snapshot the index if due, write the manifest (the commit) and adopt both."""
         count = m.count + len(change.rows) - len(change.retire)
         changes = m.changes_since_snapshot + len(change.rows) + len(change.retire)
         history = list(m.history)
@@ -134,13 +169,10 @@ class Writer:
             changes_since_snapshot=changes,
             index=index_meta,
             history=tuple(history),
+            uuid=m.uuid or new_uuid(),
         )
         write_manifest(self.folder, new)  # the commit
         self.view.adopt(new, index)
-        if snapshot_gen != m.snapshot_generation:
-            if m.snapshot_generation is not None:
-                snapshot_path(self.folder, m.snapshot_generation).unlink(missing_ok=True)
-            self.store.purge_dead(snapshot_gen)
         return new
 
     def _save_snapshot(self, index: VectorIndex, gen: int) -> int:

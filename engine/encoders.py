@@ -10,9 +10,10 @@ abstract method, :meth:`EncoderBase._encode_batch`.
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from engine.errors import BadInput, UnknownOption
 TEXT = "text"
 IMAGE = "image"
 MODALITIES = (TEXT, IMAGE)
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -226,3 +228,31 @@ def reject_unknown_options(options: Mapping[str, Any], known: set[str], owner: s
             f"{owner}: unknown option {unknown[0]!r} (known: {', '.join(sorted(known)) or 'none'})",
             unknown[0],
         )
+
+
+class Lazy(Generic[T]):
+    """A model built on first use, exactly once even when request threads ask at the same time.
+
+    Loading twice would double a model's memory and, worse, let two threads see different
+    instances; holding the lock after the load would serialise every encode. Shared by the
+    plugins, so each of them loads lazily the same way.
+    """
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build = build
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._build()
+                value = self._value
+        return value
+
+    @property
+    def loaded(self) -> bool:
+        return self._value is not None
+

@@ -8,11 +8,15 @@ whole index, and reloads from the newest snapshot only when it has fallen behind
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import CorruptCollection
-from engine.manifest import Manifest, file_crc32, manifest_stamp, read_manifest
+from engine.errors import CollectionNotFound, CorruptCollection
+from engine.locks import ReadWriteLock
+from engine.manifest import Identity, Manifest, file_crc32, manifest_stamp, read_manifest
 from engine.registry import Registry
 from engine.store import Store
 from engine.vectors import VectorFile
@@ -27,12 +31,30 @@ def snapshot_path(folder: Path, generation: int) -> Path:
     return folder / f"index-{generation}.faiss"
 
 
+@dataclass(frozen=True)
+class Served:
+    """What one search reads: a committed generation and the index and vectors that hold it."""
+
+    manifest: Manifest
+    index: VectorIndex
+    vectors: VectorFile
+
+
 class LiveView:
+    """Shared by every thread of a process that uses one collection handle.
+
+    The manifest, the vectors and the index change together, and only under the exclusive side
+    of :attr:`lock`; searches hold the shared side (see :meth:`reading`), so they run in
+    parallel and each one sees exactly one committed generation.
+    """
+
     def __init__(self, folder: Path, store: Store, registry: Registry) -> None:
         self.folder = folder
         self.store = store
         self.registry = registry
+        self.lock = ReadWriteLock()
         self.manifest: Manifest = read_manifest(folder)
+        self.identity = Identity.of(self.manifest)
         self._stamp = manifest_stamp(folder)
         self.vectors = VectorFile(folder / "vectors", self.manifest.dim, self.manifest.vectors)
         self.index: VectorIndex | None = None
@@ -40,38 +62,81 @@ class LiveView:
         self._index_base: tuple[Any, ...] | None = None  # (kind, params, snapshot gen, epoch)
 
     def refresh(self, with_index: bool = False) -> Manifest:
-        """Make manifest, vectors and (if loaded or asked for) the index match the newest commit."""
-        for attempt in range(RETRIES):
-            try:
-                self._refresh_once(with_index)
-                return self.manifest
-            except (FileNotFoundError, CorruptCollection):
-                # A writer replaced a file between our reading the manifest and the file:
-                # read the manifest again. Persisting trouble is real corruption.
-                if attempt == RETRIES - 1:
+        """Make manifest, vectors and (if loaded or asked for) the index match the newest commit.
+
+        The stamp check is lock-free (one stat); catching up takes the exclusive lock and looks
+        again, so a commit is replayed once however many threads noticed it.
+        """
+        if self._is_current(with_index):
+            return self.manifest
+        with self.lock.write():
+            for attempt in range(RETRIES):
+                if self._is_current(with_index):
+                    break
+                try:
+                    self._refresh_once(with_index)
+                    break
+                except (FileNotFoundError, CorruptCollection):
+                    # A writer replaced a file between our reading the manifest and the file:
+                    # read the manifest again. Persisting trouble is real corruption.
+                    self._forget()
+                    if attempt == RETRIES - 1:
+                        raise
+                except BaseException:
+                    self._forget()  # a half-applied replay must never be searched
                     raise
-                self._stamp = None
-                self.index = None
-        return self.manifest
+            return self.manifest
+
+    def _is_current(self, with_index: bool) -> bool:
+        return manifest_stamp(self.folder) == self._stamp and (
+            self.index is not None or not with_index
+        )
+
+    def _forget(self) -> None:
+        self._stamp = None
+        self.index = None
+
+    @contextmanager
+    def reading(self) -> Iterator[Served]:
+        """The newest committed state, held still for the length of the ``with`` block."""
+        while True:
+            self.refresh(with_index=True)
+            with self.lock.read():
+                if self.index is not None:  # else a failed commit dropped it: load it again
+                    yield Served(self.manifest, self.index, self.vectors)
+                    return
 
     def _refresh_once(self, with_index: bool) -> None:
         stamp = manifest_stamp(self.folder)
         if stamp is None:
+            if not self.folder.is_dir():
+                raise CollectionNotFound(
+                    f"collection {self.folder.name!r} was dropped; open it again if it was "
+                    f"re-created"
+                )
             raise CorruptCollection(f"{self.folder / 'manifest.json'} is missing")
         if stamp != self._stamp:
             manifest = read_manifest(self.folder)
+            self.identity = self.identity.check(manifest, self.folder.name)
             if manifest.vectors != self.vectors.files:
                 self.vectors = VectorFile(self.folder / "vectors", manifest.dim, manifest.vectors)
             self.manifest = manifest
-            self._stamp = stamp
         if self.index is not None or with_index:
             self._sync_index()
+        self._stamp = stamp  # last: a failure above leaves the view marked stale
 
     def load_index(self) -> VectorIndex:
-        if self.index is None:
+        index = self.index
+        if index is None:
             self.refresh(with_index=True)
-        assert self.index is not None
-        return self.index
+            index = self.index
+        assert index is not None
+        return index
+
+    def reserve(self, extra: int) -> None:
+        """Size the shared index for an add (a resize moves storage that searches read)."""
+        with self.lock.write():
+            self.load_index().reserve(extra)
 
     def _sync_index(self) -> None:
         m = self.manifest
@@ -134,21 +199,27 @@ class LiveView:
                 self.vectors.release()
 
     def drop_index(self) -> None:
-        self.index = None
-        self._index_gen = -1
+        with self.lock.write():
+            self.index = None
+            self._index_gen = -1
 
     def adopt(self, manifest: Manifest, index: VectorIndex) -> None:
-        """The writer's own commit: take its manifest and in-memory index without reloading."""
-        self.manifest = manifest
-        self._stamp = manifest_stamp(self.folder)
-        if manifest.vectors != self.vectors.files:
-            self.vectors = VectorFile(self.folder / "vectors", manifest.dim, manifest.vectors)
-        index.attach_vectors(self.vectors)
-        self.index = index
-        self._index_gen = manifest.generation
-        self._index_base = (
-            manifest.index["kind"],
-            repr(manifest.index.get("params", {})),
-            manifest.snapshot_generation,
-            manifest.vectors.epoch,
-        )
+        """The writer's own commit: take its manifest and in-memory index without reloading.
+
+        Called under the exclusive lock, so no reader replays the commit the writer applied.
+        """
+        with self.lock.write():
+            self.manifest = manifest
+            self.identity = Identity.of(manifest)  # an older collection may just have got one
+            self._stamp = manifest_stamp(self.folder)
+            if manifest.vectors != self.vectors.files:
+                self.vectors = VectorFile(self.folder / "vectors", manifest.dim, manifest.vectors)
+            index.attach_vectors(self.vectors)
+            self.index = index
+            self._index_gen = manifest.generation
+            self._index_base = (
+                manifest.index["kind"],
+                repr(manifest.index.get("params", {})),
+                manifest.snapshot_generation,
+                manifest.vectors.epoch,
+            )

@@ -78,14 +78,11 @@ def rebuild_if_needed(writer: Writer, store: Store, m: Manifest) -> Manifest:
     reason = index.needs_rebuild()
     if not reason:
         return m
+    # Built aside, never in place: searches keep using the shared index until the commit.
     live = store.live_ids(m.generation)
-    if hasattr(index, "rebuild"):
-        index.rebuild(live, LookupRows(live, writer.view.vectors))
-        writer.view.vectors.release()
-    else:
-        index = build_index(
-            writer.view.registry, m.index["kind"], m.index.get("params", {}), writer.view, live
-        )
+    index = build_index(
+        writer.view.registry, m.index["kind"], m.index.get("params", {}), writer.view, live
+    )
     return writer.commit(m, Change(index=index, event={"event": "rebuild", "reason": reason}))
 
 

@@ -12,12 +12,13 @@ import json
 import os
 import tempfile
 import time
+import uuid
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.errors import CorruptCollection
+from engine.errors import CollectionNotFound, CorruptCollection
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -54,6 +55,9 @@ class Manifest:
     updated: float = field(default_factory=time.time)
     history: tuple[dict[str, Any], ...] = ()
     format: int = FORMAT_VERSION
+    #: Tells this collection from one dropped and re-created under the same name. Collections
+    #: made before it existed get one at their next write (until then `created` stands in).
+    uuid: str | None = None
 
     @property
     def dim(self) -> int:
@@ -83,6 +87,36 @@ class Manifest:
             raise
         except (ValueError, TypeError, KeyError) as exc:
             raise CorruptCollection(f"{where} is unreadable: {exc}") from None
+
+
+def new_uuid() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which collection a handle opened: a handle must never serve a successor's files."""
+
+    uuid: str | None
+    created: float
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> Identity:
+        return cls(manifest.uuid, manifest.created)
+
+    def check(self, manifest: Manifest, name: str) -> Identity:
+        """The identity to keep after reading ``manifest``; another collection is NotFound."""
+        same = (
+            manifest.uuid == self.uuid
+            if self.uuid is not None
+            else manifest.created == self.created
+        )
+        if not same:
+            raise CollectionNotFound(
+                f"collection {name!r} was dropped and created anew since this handle was "
+                f"opened; open it again"
+            )
+        return Identity.of(manifest)
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -9,6 +9,7 @@ vectors; many, and the index is over-fetched and widened until k matching hits a
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.live import LiveView
-from engine.manifest import Manifest
+from engine.live import Served
 from engine.store import Store
 
 #: A filter matching at most this many documents is answered exactly from the stored vectors.
@@ -30,32 +30,33 @@ FILTER_CACHE_BYTES = 256 * 2**20
 
 
 class Planner:
-    def __init__(self, view: LiveView, store: Store) -> None:
-        self.view = view
+    """Plans and runs the index side of searches; one per collection handle, shared by threads.
+
+    It owns no index: every call gets the :class:`Served` state its search holds still, so
+    concurrent searches never see two generations. The filter cache is its only shared state.
+    """
+
+    def __init__(self, store: Store) -> None:
         self.store = store
         self._filter_cache: OrderedDict[tuple[str, int], _Matches] = OrderedDict()
         self._cached_bytes = 0
+        self._cache_lock = threading.Lock()
 
     def candidates_many(
-        self, q: np.ndarray, k: int, where: dict[str, Any] | None, m: Manifest
+        self, q: np.ndarray, k: int, where: dict[str, Any] | None, served: Served
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query (ids, scores); unfiltered queries share one index call."""
         with threads_for(len(q)):
-            return self._candidates_many(q, k, where, m)
-
-    def _candidates_many(
-        self, q: np.ndarray, k: int, where: dict[str, Any] | None, m: Manifest
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        if where is None and len(q):
-            scores, ids = self.view.load_index().search(q, k)
-            return [(i[i >= 0], s[i >= 0]) for i, s in zip(ids, scores, strict=True)]
-        return [self.candidates(row, k, where, m) for row in q]
+            if where is None and len(q):
+                scores, ids = served.index.search(q, k)
+                return [(i[i >= 0], s[i >= 0]) for i, s in zip(ids, scores, strict=True)]
+            return [self.candidates(row, k, where, served) for row in q]
 
     def candidates(
-        self, q: np.ndarray, k: int, where: dict[str, Any] | None, m: Manifest
+        self, q: np.ndarray, k: int, where: dict[str, Any] | None, served: Served
     ) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the best k visible documents matching ``where``, best first."""
-        index = self.view.load_index()
+        index, m = served.index, served.manifest
         if where is None:
             scores, ids = index.search(q[None, :], k)
             keep = ids[0] >= 0
@@ -66,7 +67,7 @@ class Planner:
                 return found.ids, np.zeros(0, dtype=np.float32)
             exact = index.search_exact(q[None, :], k, found.ids)
             if exact is None:  # the kind keeps no full vectors: read the exact file
-                scores, ids = exact_top_k(self._vectors_of(found), found.ids, q, k)
+                scores, ids = exact_top_k(self._vectors_of(found, served), found.ids, q, k)
                 return ids, scores
             scores, ids = exact[0][0], exact[1][0]
             return ids[ids >= 0], scores[ids >= 0]
@@ -88,28 +89,37 @@ class Planner:
         never changes, so the answer can be reused until the next commit.
         """
         key = (json.dumps(where, sort_keys=True), generation)
-        found = self._filter_cache.get(key)
-        if found is None:
-            ids = self.store.matching_ids(where, generation, limit=SELECTIVE_LIMIT + 1)
-            found = self._filter_cache[key] = _Matches(ids)
+        with self._cache_lock:
+            found = self._filter_cache.get(key)
+            if found is not None:
+                self._filter_cache.move_to_end(key)
+                return found
+        # Outside the lock: two threads may both run a new filter's query; both get the answer.
+        ids = self.store.matching_ids(where, generation, limit=SELECTIVE_LIMIT + 1)
+        with self._cache_lock:
+            found = self._filter_cache.setdefault(key, _Matches(ids))
             while len(self._filter_cache) > FILTER_CACHE_SIZE:
                 self._forget(next(iter(self._filter_cache)))
-        else:
-            self._filter_cache.move_to_end(key)
         return found
 
-    def _vectors_of(self, found: _Matches) -> np.ndarray:
+    def _vectors_of(self, found: _Matches, served: Served) -> np.ndarray:
         """The matching documents' exact vectors, kept with the ids while the budget allows."""
-        if found.vectors is not None:
-            return found.vectors
-        vectors = self.view.vectors.get(found.ids)
-        while self._cached_bytes + vectors.nbytes > FILTER_CACHE_BYTES and self._cached_bytes:
-            oldest = next(k for k, v in self._filter_cache.items() if v.vectors is not None)
-            self._cached_bytes -= self._filter_cache[oldest].vectors.nbytes
-            self._filter_cache[oldest].vectors = None
-        if vectors.nbytes <= FILTER_CACHE_BYTES:
-            found.vectors = vectors
-            self._cached_bytes += vectors.nbytes
+        cached = found.vectors
+        if cached is not None:
+            return cached
+        vectors = served.vectors.get(found.ids)
+        with self._cache_lock:
+            if found.vectors is not None:  # another thread cached them meanwhile
+                return found.vectors
+            while self._cached_bytes + vectors.nbytes > FILTER_CACHE_BYTES and self._cached_bytes:
+                oldest = next(k for k, v in self._filter_cache.items() if v.vectors is not None)
+                self._cached_bytes -= self._filter_cache[oldest].vectors.nbytes
+                self._filter_cache[oldest].vectors = None
+            if vectors.nbytes <= FILTER_CACHE_BYTES and any(
+                v is found for v in self._filter_cache.values()
+            ):
+                found.vectors = vectors
+                self._cached_bytes += vectors.nbytes
         return vectors
 
     def _forget(self, key: tuple[str, int]) -> None:
@@ -123,8 +133,9 @@ class Planner:
         return self._cached_bytes
 
     def clear_cache(self) -> None:
-        self._filter_cache.clear()
-        self._cached_bytes = 0
+        with self._cache_lock:
+            self._filter_cache.clear()
+            self._cached_bytes = 0
 
 
 @dataclass

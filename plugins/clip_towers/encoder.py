@@ -9,7 +9,6 @@ the first encode.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from engine.encoders import (
     IMAGE,
     TEXT,
     EncoderBase,
+    Lazy,
     option_int,
     option_str,
     reject_unknown_options,
@@ -81,8 +81,7 @@ class ClipTowersEncoder(EncoderBase):
         super().__init__(**options)
         self.batch_size = _positive(options, "batch_size") or type(self).batch_size
         self.image_size = self.image_input.size
-        self._towers: Any = None
-        self._lock = threading.Lock()
+        self._towers: Lazy[Any] = Lazy(self._load_towers)
 
     @property  # type: ignore[override]
     def dim(self) -> int:
@@ -118,12 +117,12 @@ class ClipTowersEncoder(EncoderBase):
 
     def towers(self) -> Any:
         """The loaded :class:`~plugins.clip_towers.towers.LoadedTowers` (loads on first use)."""
-        with self._lock:
-            if self._towers is None:
-                from plugins.clip_towers.towers import LoadedTowers
+        return self._towers.get()
 
-                self._towers = LoadedTowers(self.text_handle, self.image_handle, self._dim)
-            return self._towers
+    def _load_towers(self) -> Any:
+        from plugins.clip_towers.towers import LoadedTowers
+
+        return LoadedTowers(self.text_handle, self.image_handle, self._dim)
 
 
 def _positive(options: dict[str, Any], key: str) -> int | None:

@@ -10,13 +10,13 @@ model; the first encode loads it. Importing this package does not import TensorF
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any
 
 import numpy as np
 
 from engine.encoders import (
     EncoderBase,
+    Lazy,
     option_int,
     option_str,
     reject_unknown_options,
@@ -55,9 +55,8 @@ class EfficientNetEncoder(EncoderBase):
         )
         self.batch_size = _positive(options, "batch_size") or type(self).batch_size
         self.image_size = self.source.image_size
-        self._function: Any = None
         self._model: Any = None
-        self._lock = threading.Lock()
+        self._function: Lazy[Any] = Lazy(self._build_function)
 
     @property  # type: ignore[override]
     def dim(self) -> int:
@@ -84,15 +83,13 @@ class EfficientNetEncoder(EncoderBase):
 
     def _features(self) -> Any:
         """The traced feature function, built on first use."""
-        with self._lock:
-            if self._function is None:
-                from plugins.efficientnet.graph import feature_function
+        return self._function.get()
 
-                self._model = self.source.load()
-                self._function = feature_function(
-                    self._model, self.image_size, self.source.values
-                )
-            return self._function
+    def _build_function(self) -> Any:
+        from plugins.efficientnet.graph import feature_function
+
+        self._model = self.source.load()
+        return feature_function(self._model, self.image_size, self.source.values)
 
     def export(self, directory: str | os.PathLike[str]) -> None:
         """Write this encoder's model as a TF Hub-style SavedModel (see ``graph``)."""

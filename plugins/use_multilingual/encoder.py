@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.encoders import TEXT, EncoderBase
+from engine.encoders import TEXT, EncoderBase, Lazy
 from engine.errors import BadInput
 from plugins.hub import handle_fingerprint
 from plugins.use_multilingual.settings import HUB, UseSettings
@@ -42,7 +42,7 @@ class UseMultilingualEncoder(EncoderBase):
         self.settings = UseSettings.from_options(options)
         self.dim = DIM
         self.batch_size = self.settings.batch_size
-        self._model: Callable[[list[bytes]], np.ndarray] | None = None
+        self._model: Lazy[Callable[[list[bytes]], np.ndarray]] = Lazy(self._build_model)
 
     def _fingerprint_fields(self) -> dict[str, Any]:
         if self.settings.source == HUB:
@@ -80,17 +80,17 @@ class UseMultilingualEncoder(EncoderBase):
         return self._load().graph  # type: ignore[attr-defined]
 
     def _load(self) -> Callable[[list[bytes]], np.ndarray]:
-        if self._model is None:
-            if self.settings.source == HUB:
-                from plugins.use_multilingual.hub_model import HubModel
+        return self._model.get()
 
-                assert self.settings.handle is not None
-                self._model = HubModel(self.settings.handle, DIM)
-            else:
-                from plugins.use_multilingual.bundled import BundledModel
+    def _build_model(self) -> Callable[[list[bytes]], np.ndarray]:
+        if self.settings.source == HUB:
+            from plugins.use_multilingual.hub_model import HubModel
 
-                self._model = BundledModel(self.settings)
-        return self._model
+            assert self.settings.handle is not None
+            return HubModel(self.settings.handle, DIM)
+        from plugins.use_multilingual.bundled import BundledModel
+
+        return BundledModel(self.settings)
 
 
 def _utf8(items: list[str]) -> list[bytes]:
