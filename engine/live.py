@@ -154,6 +154,10 @@ class LiveView:
             self._index_gen = m.snapshot_generation or 0
             self._index_base = base
         if self._index_gen != m.generation:
+            # Kinds that re-rank read the exact vectors through the lookup they were given:
+            # it must be the file that holds the rows replayed now (a stale one raised "vector
+            # for id N is not stored" in every `ivfpq` reader after the first append).
+            self.index.attach_vectors(self.vectors)
             self.apply_delta(self._index_gen, m.generation)
             self._index_gen = m.generation
 
