@@ -113,11 +113,12 @@ def test_collections_without_an_identity_keep_working_and_get_one_on_write(tmp_p
     data = json.loads(path.read_text())
     del data["uuid"]  # as written by earlier versions
     path.write_text(json.dumps(data))
-    old = Engine(tmp_path / "home").open("old")
-    assert old.manifest.uuid is None
+    old, reader = Engine(tmp_path / "home").open("old"), Engine(tmp_path / "home").open("old")
+    assert old.manifest.uuid is None and reader.manifest.uuid is None
     old.add(vectors=np.eye(4, dtype=np.float32)[:1], ids=["a"])
     assert old.manifest.uuid
-    assert col.count() == 1  # the first handle follows: same collection, now with a uuid
+    assert reader.count() == 1  # another handle follows: same collection, now with a uuid
+    assert reader.manifest.uuid == old.manifest.uuid
 
 
 def test_concurrent_first_text_queries_load_the_model_once(tmp_path, monkeypatch):
