@@ -25,6 +25,7 @@ from engine.errors import (
     CollectionLocked,
     CollectionNotFound,
     PluginLoadError,
+    PluginNotFound,
 )
 from engine.manifest import (
     MANIFEST,
@@ -189,6 +190,27 @@ class Engine:
         if not (folder / MANIFEST).exists():
             raise CollectionNotFound(f"no collection named {name!r} in {self.home}")
         return read_manifest(folder)
+
+    def external_sources(self, name: str) -> list[dict[str, str]]:
+        """What a collection loads from outside hubsearch: models it runs, the store it uses.
+
+        Models are code (a SavedModel graph can read and write files) and a store URL says
+        where documents go, so these must come from people you trust; `info` shows them.
+        """
+        m = self.info(name)
+        options = m.encoder.get("options", {})
+        try:
+            keys = self.registry.encoder_class(m.encoder["name"]).external_options
+        except (PluginNotFound, PluginLoadError):
+            keys = frozenset(options)  # cannot tell: show every option
+        found = [
+            {"kind": "model", "option": key, "value": str(options[key])}
+            for key in sorted(keys)
+            if options.get(key) not in (None, "")
+        ]
+        if m.store_url:
+            found.append({"kind": "store", "option": "store_url", "value": m.store_url})
+        return found
 
     def verify(self, name: str) -> list[str]:
         """Problems found in a collection's files (empty when healthy); changes nothing."""

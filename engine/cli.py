@@ -411,7 +411,7 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
 
     eng = _engine(ctx)
     manifest = eng.info(name)
-    show_info(manifest_summary(manifest, eng.home / name), as_json)
+    show_info(manifest_summary(manifest, eng.home / name, eng.external_sources(name)), as_json)
 
 
 @cli.command(name="list")

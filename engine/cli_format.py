@@ -101,7 +101,9 @@ def show_plugins(infos: list[Any], as_json: bool) -> None:
             click.echo(f"  {info.name:<18} {info.target:<45} [{info.distribution}] {status}")
 
 
-def manifest_summary(manifest: Any, folder: Any) -> dict[str, Any]:
+def manifest_summary(
+    manifest: Any, folder: Any, external: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     return {
         "name": manifest.name,
@@ -116,6 +118,7 @@ def manifest_summary(manifest: Any, folder: Any) -> dict[str, Any]:
         "disk_bytes": size,
         "path": str(folder),
         "history": list(manifest.history),
+        "external": external or [],
     }
 
 
@@ -135,3 +138,8 @@ def show_info(summary: dict[str, Any], as_json: bool) -> None:
         "path",
     ):
         click.echo(f"{key:>16}: {summary[key]}")
+    for source in summary["external"]:
+        click.echo(
+            f"{'external':>16}: {source['kind']} {source['option']}={source['value']} "
+            f"(trusted: it runs or stores data here)"
+        )

@@ -56,6 +56,10 @@ class EncoderBase(ABC):
     modalities: ClassVar[frozenset[str]] = frozenset()
     #: Items per model call the engine should use unless the user says otherwise.
     batch_size: int = 64
+    #: Options that name a model or file the encoder loads and runs (a TF Hub handle, a
+    #: SavedModel folder, a weights file). A model is code: a SavedModel graph can read and
+    #: write files. `hubsearch info` lists these so users see what a collection trusts.
+    external_options: ClassVar[frozenset[str]] = frozenset()
     dim: int
 
     def __init__(self, **options: Any) -> None:

@@ -45,6 +45,7 @@ class ClipTowersEncoder(EncoderBase):
 
     name = "clip-towers"
     modalities = frozenset({TEXT, IMAGE})
+    external_options = frozenset({"towers", "text", "image"})
     batch_size = 64
 
     def __init__(self, **options: Any) -> None:

@@ -39,6 +39,7 @@ class EfficientNetEncoder(EncoderBase):
 
     name = "efficientnet"
     modalities = frozenset({"image"})
+    external_options = frozenset({"handle", "weights"})
     batch_size = 32
 
     def __init__(self, **options: Any) -> None:

@@ -35,6 +35,7 @@ class UseMultilingualEncoder(EncoderBase):
 
     name = "use-multilingual"
     modalities = frozenset({TEXT})
+    external_options = frozenset({"handle"})
     batch_size = 256
 
     def __init__(self, **options: Any) -> None:
