@@ -102,10 +102,10 @@ def repair(
             actions.extend(index_problems)
             rebuild = bool(index_problems)
         lost = _still_lost(store, m)
-        if lost and drop_unrecoverable:
+        if len(lost) and drop_unrecoverable:
             m = _drop(folder, m, store, lost, actions)
             rebuild = True
-        elif lost:
+        elif len(lost):
             actions.append(_lost_sentence(store, m, lost))
         if rebuild:
             m = m.evolve(
