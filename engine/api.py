@@ -218,11 +218,21 @@ class Engine:
 
         return diagnose(self._existing(name), self.registry)
 
-    def repair(self, name: str) -> list[str]:
-        """Rebuild what can be rebuilt (index, damaged vectors); returns the actions taken."""
+    def repair(self, name: str, drop_unrecoverable: bool = False) -> list[str]:
+        """Rebuild what can be rebuilt (index, damaged vectors); returns the actions taken.
+
+        Documents whose vectors cannot be restored stay (unsearchable, named by `verify`)
+        unless ``drop_unrecoverable``; a damaged store raises `CorruptCollection`.
+        """
         from engine.repair import repair
 
-        actions = repair(self._existing(name), self.registry, self.build_encoder, self.lock_timeout)
+        actions = repair(
+            self._existing(name),
+            self.registry,
+            self.build_encoder,
+            self.lock_timeout,
+            drop_unrecoverable=drop_unrecoverable,
+        )
         col = self.open(name)
         col.checkpoint()  # the rebuilt index gets a fresh, checksummed snapshot
         col.close()

@@ -524,16 +524,29 @@ def verify(ctx: click.Context, name: str) -> None:
 
 @cli.command()
 @click.argument("name")
+@click.option(
+    "--drop-unrecoverable",
+    is_flag=True,
+    help="Remove documents whose vectors can be neither restored nor re-encoded.",
+)
 @click.pass_context
-def repair(ctx: click.Context, name: str) -> None:
+def repair(ctx: click.Context, name: str, drop_unrecoverable: bool) -> None:
     """Rebuild a damaged collection's index (and vectors) from the store; never re-serves damage.
+
+    Exits 1 when something is left that it cannot mend (see `verify`).
 
     \b
     hubsearch repair faq
     """
-    actions = _engine(ctx).repair(name)
+    engine = _engine(ctx)
+    actions = engine.repair(name, drop_unrecoverable=drop_unrecoverable)
     for action in actions:
         click.echo(f"repaired: {action}")
+    left = engine.verify(name)
+    for problem in left:
+        click.echo(f"damaged: {problem}", err=True)
+    if left:
+        raise SystemExit(1)
     click.echo(f"{name!r} is healthy" if not actions else f"{name!r} repaired")
 
 

@@ -16,7 +16,14 @@ from typing import Any
 
 from engine.errors import CollectionNotFound, CorruptCollection
 from engine.locks import ReadWriteLock
-from engine.manifest import Identity, Manifest, file_crc32, manifest_stamp, read_manifest
+from engine.manifest import (
+    Identity,
+    Manifest,
+    file_crc32,
+    indexable,
+    manifest_stamp,
+    read_manifest,
+)
 from engine.registry import Registry
 from engine.store import Store
 from engine.vectors import VectorFile
@@ -191,6 +198,7 @@ class LiveView:
     def apply_delta(self, since: int, upto: int) -> None:
         assert self.index is not None
         added, removed = self.store.delta(since, upto)
+        added = indexable(added, self.manifest)
         if len(removed):
             self.index.remove(removed)
         large = len(added) > REPLAY_CHUNK
@@ -198,7 +206,7 @@ class LiveView:
             self.index.reserve(len(added))
         for start in range(0, len(added), REPLAY_CHUNK):
             chunk = added[start : start + REPLAY_CHUNK]
-            self.index.add(chunk, self.vectors.get(chunk))
+            self.index.add(chunk, self.vectors.get_checked(chunk))
             if large:  # the index holds its own copy now: keep one chunk resident, not all
                 self.vectors.release()
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from engine.commit import Change, Writer
 from engine.live import LiveView
-from engine.manifest import Manifest
+from engine.manifest import Manifest, indexable
 from engine.registry import Registry
 from engine.store import Store
 from engine.vectors import VectorFile
@@ -43,12 +43,12 @@ def fill(index: VectorIndex, vectors: VectorFile, live: np.ndarray) -> None:
     """Load ``live`` into ``index``: in one go where the kind trains on it, else in chunks."""
     rebuild = getattr(index, "rebuild", None)
     if rebuild is not None:
-        rebuild(live, LookupRows(live, vectors))  # read in chunks, never one full copy
+        rebuild(live, LookupRows(live, vectors.checked()))  # in chunks, never one full copy
     else:
         index.reserve(len(live))  # sized once, not regrown chunk by chunk
         for start in range(0, len(live), CHUNK):
             chunk = live[start : start + CHUNK]
-            index.add(chunk, vectors.get(chunk))
+            index.add(chunk, vectors.get_checked(chunk))
     vectors.release()
 
 
@@ -60,7 +60,7 @@ def reindex(
     kind: str,
     params: dict[str, Any],
 ) -> Manifest:
-    live = store.live_ids(m.generation)
+    live = indexable(store.live_ids(m.generation), m)
     index = build_index(registry, kind, params, writer.view, live)
     return writer.commit(
         m,
@@ -79,7 +79,7 @@ def rebuild_if_needed(writer: Writer, store: Store, m: Manifest) -> Manifest:
     if not reason:
         return m
     # Built aside, never in place: searches keep using the shared index until the commit.
-    live = store.live_ids(m.generation)
+    live = indexable(store.live_ids(m.generation), m)
     index = build_index(
         writer.view.registry, m.index["kind"], m.index.get("params", {}), writer.view, live
     )
@@ -88,7 +88,7 @@ def rebuild_if_needed(writer: Writer, store: Store, m: Manifest) -> Manifest:
 
 def compact(writer: Writer, registry: Registry, store: Store, m: Manifest) -> Manifest:
     """Rewrite the exact vectors without dead rows, rebuild the index, purge dead rows."""
-    live = store.live_ids(m.generation)
+    live = indexable(store.live_ids(m.generation), m)
     files = writer.vectors.compact(writer.view.vectors, live, m.next_id)
     fresh = VectorFile(writer.view.folder / "vectors", m.dim, files)
     index = new_index(registry, m.index["kind"], m.index.get("params", {}), fresh, live)

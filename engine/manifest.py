@@ -36,6 +36,16 @@ class VectorFiles:
     #: a flipped byte in the exact vectors is found by `verify`, never served silently.
     tail_crc32: int = 0
     base_crc32: int = 0
+    #: CRC-32 of each run of ``chunk_rows`` tail rows (the last run may be shorter), extended
+    #: on each append. A replay or rebuild checks the runs it reads, so a damaged row is refused
+    #: where it would be served, at the cost of the rows it reads anyway; repair learns which
+    #: rows are intact. ``chunk_rows == 0``: written by a version without them (the whole-tail
+    #: CRC is then the only check); the next append adds them.
+    chunk_rows: int = 0
+    chunk_crc32: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chunk_crc32", tuple(self.chunk_crc32))  # JSON gives a list
 
 
 @dataclass(frozen=True)
@@ -54,10 +64,18 @@ class Manifest:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     history: tuple[dict[str, Any], ...] = ()
+    #: Internal ids of documents still in the store whose vectors repair could not restore
+    #: (neither from an index snapshot nor by re-encoding their content). They are kept out of
+    #: the index, `verify` keeps naming them, and `repair --drop-unrecoverable` removes them:
+    #: deleting a caller's documents is the caller's decision.
+    unrecoverable: tuple[int, ...] = ()
     format: int = FORMAT_VERSION
     #: Tells this collection from one dropped and re-created under the same name. Collections
     #: made before it existed get one at their next write (until then `created` stands in).
     uuid: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unrecoverable", tuple(int(i) for i in self.unrecoverable))
 
     @property
     def dim(self) -> int:
@@ -117,6 +135,15 @@ class Identity:
                 f"opened; open it again"
             )
         return Identity.of(manifest)
+
+
+def indexable(ids: Any, manifest: Manifest) -> Any:
+    """``ids`` (a sorted int64 array of live ids) without those whose vectors are lost."""
+    if not manifest.unrecoverable:
+        return ids
+    import numpy as np
+
+    return ids[~np.isin(ids, np.asarray(manifest.unrecoverable, dtype=np.int64))]
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -8,9 +8,11 @@ step, and a reader on generation G keeps a consistent view while a writer works 
 
 from __future__ import annotations
 
+import functools
 import json
+import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +39,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DatabaseError
 
-from engine.errors import BadInput
+from engine.errors import BadInput, CorruptCollection
 from engine.filters import compile_where, flatten_metadata, referenced_fields
 
 #: Ids per IN (...) list: well under SQLite's 32,766 bound variables.
@@ -147,6 +150,42 @@ def connect(url: str) -> Engine:
     return engine
 
 
+#: SQLite's words for a file that is not (or no longer) a hubsearch store; other database
+#: errors (a lock held too long, a full disk) are not damage and pass through unchanged.
+DAMAGE = ("file is not a database", "malformed", "no such table", "no such column")
+
+
+def _refuse_damage(cls: type) -> type:
+    """Every public method of ``cls`` turns SQLite's damage errors into `CorruptCollection`.
+
+    One wrapper for the whole class, so no query (including the ones that read the driver's
+    cursor directly) can leak a raw ``DatabaseError`` to a caller or a traceback to the CLI.
+    """
+
+    def guard(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def guarded(self: Store, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except (DatabaseError, sqlite3.DatabaseError) as exc:
+                orig = getattr(exc, "orig", None) or exc
+                reason = str(orig).splitlines()[0]
+                if not any(word in reason for word in DAMAGE):
+                    raise
+                raise CorruptCollection(
+                    f"{self.where} is damaged ({reason}): the documents live only there and "
+                    f"cannot be rebuilt from the vectors; restore it from a backup"
+                ) from None
+
+        return guarded
+
+    for name, attr in list(vars(cls).items()):
+        if callable(attr) and not name.startswith("_"):
+            setattr(cls, name, guard(attr))
+    return cls
+
+
+@_refuse_damage
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -186,6 +225,36 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @property
+    def where(self) -> str:
+        """The store's file (SQLite) or URL without its password, for messages."""
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite" and url.database:
+            return url.database
+        return url.render_as_string(hide_password=True)
+
+    def check(self) -> list[str]:
+        """Damage SQLite finds in the file (``PRAGMA quick_check``) and missing tables.
+
+        Read-only and O(file); `verify` runs it. A damaged page that no query has touched
+        yet is found here, not by a caller's search some day later.
+        """
+        if self.engine.dialect.name != "sqlite":
+            return []
+        with self.engine.connect() as conn:
+            found = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+            tables = {
+                r[0]
+                for r in conn.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                ).fetchall()
+            }
+        problems = [f"{self.where} is damaged: {line}" for line in found if line != "ok"]
+        missing = sorted(set(schema.tables) - tables)
+        if missing:
+            problems.append(f"{self.where} is damaged: table {missing[0]!r} is missing")
+        return problems
 
     # -- reading (any process, at a committed generation) --------------------------------------
 

@@ -189,6 +189,9 @@ class AutoIndex(VectorIndex):
     ) -> tuple[np.ndarray, np.ndarray] | None:
         return self._active.search_exact(queries, k, ids)
 
+    def stored_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        return self._active.stored_vectors(ids)
+
     def reserve(self, extra: int) -> None:
         self._expected = len(self) + extra
         if self.choose(self._expected)[0] == self._active.kind:

@@ -87,6 +87,16 @@ class VectorIndex(ABC):
         """
         return None
 
+    def stored_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(those of ``ids`` the index holds, their vectors as stored), or None.
+
+        `verify` compares them with the engine's exact vectors, which nothing else does: an index
+        holding another vector under an id would pass every id and checksum test. `repair`
+        restores lost exact vectors from a snapshot through it. Kinds keeping only codes
+        return None.
+        """
+        return None
+
     def reserve(self, extra: int) -> None:  # noqa: B027 - optional hook
         """Make room for ``extra`` more vectors before an add of several commits.
 

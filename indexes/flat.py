@@ -88,6 +88,14 @@ class FlatIndex(VectorIndex):
         found = np.where(rows >= 0, by_row[np.maximum(rows, 0)], -1)
         return topk(scores, found, k)
 
+    def stored_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        by_row, rows_of = self._row_lookup()
+        rows = rows_of.positions(as_ids(ids))
+        storage = faiss.downcast_index(self._index.index)
+        return by_row[rows], storage.reconstruct_batch(rows)
+
     def _row_lookup(self) -> tuple[np.ndarray, IdMap]:
         """(id of each storage row, ids to rows): rebuilt after a change, kept until the next.
 

@@ -188,6 +188,12 @@ class HnswIndex(VectorIndex):
             return empty_result(len(queries), max(k, 0))
         return self._exact(queries, k, self._ids.positions(as_ids(ids)))
 
+    def stored_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        positions = self._ids.positions(as_ids(ids))
+        if len(positions) == 0:
+            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
+        return self._ids.ids[positions], self._graph.storage.reconstruct_batch(positions)
+
     def reserve(self, extra: int) -> None:
         if self._graph is None:
             self._graph = self._new_graph()

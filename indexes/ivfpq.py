@@ -171,6 +171,12 @@ class IvfPqIndex(VectorIndex):
     def __len__(self) -> int:
         return len(self._buffer_ids) if self._trained is None else int(self._trained.ivf.ntotal)
 
+    def stored_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        if self._trained is not None:
+            return None  # codes only
+        keep = np.isin(self._buffer_ids, as_ids(ids))
+        return self._buffer_ids[keep], self._buffer[keep]
+
     def ids(self) -> np.ndarray:
         """Ids held, sorted."""
         if self._trained is None:

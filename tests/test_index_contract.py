@@ -228,3 +228,19 @@ def test_switching_kind_from_the_lookup_keeps_results(kind, index, target, data,
         assert recall(found, truth[1]) >= 0.9
     if is_exact(index) and is_exact(other):
         assert (index.search(queries, 10)[1] == other.search(queries, 10)[1]).all()
+
+
+def test_stored_vectors_are_the_added_ones_or_none_for_codes_only(index, kind, data):
+    """What `verify` compares with the exact vectors and `repair` restores them from."""
+    ids, vectors, _ = data
+    index.remove(ids[:5])
+    wanted = np.concatenate([ids[:10], ids[100:110], [7]])  # 5 removed, 15 held, 1 never added
+    stored = index.stored_vectors(wanted)
+    if kind == "ivfpq":  # trained: only codes
+        assert stored is None
+        return
+    found, held = stored
+    order = np.argsort(found)
+    assert found[order].tolist() == np.concatenate([ids[5:10], ids[100:110]]).tolist()
+    expect = np.concatenate([vectors[5:10], vectors[100:110]])
+    assert np.array_equal(held[order], expect)

@@ -85,7 +85,7 @@ def test_damaged_vectors_are_found_and_re_encoded_from_content(engine, col):
     assert engine.open("kb").count() == len(TEXTS)
 
 
-def test_lost_precomputed_vectors_are_removed_and_listed(engine):
+def test_lost_precomputed_vectors_are_kept_listed_and_dropped_only_when_asked(engine):
     col = engine.create("vecs", encoder="precomputed", options={"dim": 8})
     x = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
     col.add(vectors=x, ids=[f"v{i}" for i in range(20)])
@@ -93,7 +93,13 @@ def test_lost_precomputed_vectors_are_removed_and_listed(engine):
     tail.write_bytes(tail.read_bytes()[: 8 * 4 * 10])  # truncated: half the vectors gone
     with pytest.raises(CorruptCollection, match=r"truncated|holds"):
         engine.open("vecs")
-    actions = engine.repair("vecs")
+    actions = engine.repair("vecs")  # no snapshot, no encoder for vectors: nothing to restore
+    assert any("20 documents have lost their vectors" in a and "v3" in a for a in actions)
+    reopened = engine.open("vecs")
+    assert reopened.count() == 20 and reopened.get(["v3"])[0] is not None  # still stored
+    assert reopened.search(vector=x[3], k=5) == []  # but never served from damaged rows
+    assert any("--drop-unrecoverable" in p for p in engine.verify("vecs"))
+    actions = engine.repair("vecs", drop_unrecoverable=True)
     assert any("removed 20 documents" in a and "v3" in a for a in actions)
     reopened = engine.open("vecs")
     assert reopened.count() == 0 and engine.verify("vecs") == []
