@@ -11,6 +11,7 @@ so the model never waits on disk or decoding.
 
 from __future__ import annotations
 
+import functools
 import glob
 import io
 import os
@@ -234,12 +235,34 @@ class _MemoryBudget:
         try:
             yield
         finally:
+            if nbytes >= _TRIM_ABOVE_BYTES:
+                _release_freed_memory()
             with self._cond:
                 self._used -= nbytes
                 self._cond.notify_all()
 
 
 _BUDGET = _MemoryBudget(DECODE_MEMORY_BUDGET)
+#: A decode estimated this large hands the memory it freed back to the system when it ends.
+_TRIM_ABOVE_BYTES = 32 << 20
+
+
+def _release_freed_memory() -> None:
+    """``malloc_trim``: glibc keeps what a thread freed in that thread's arena, so a pool whose
+    workers decode large images in turn would otherwise keep one image's worth per worker."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim, or the allocator does it
+        return None
 
 
 def _decode(fp: Any, label: str, min_side: int | None) -> np.ndarray:
