@@ -4,8 +4,10 @@ Encoders look at a few hundred pixels a side, but users hand over phone photos, 
 20,000 posters, palette GIFs, CMYK JPEGs and truncated downloads. This module decodes them all the
 same way (EXIF orientation applied, alpha composited on white, first GIF frame), decodes large
 images at reduced size where the format allows it (JPEG DCT scaling, streamed PNG rows) instead
-of holding the full raster in memory, and turns every failure into a :class:`BadInput` naming
-the item and the reason. :func:`iter_images` runs that in a thread pool ahead of the consumer
+of holding the full raster in memory, refuses from the header alone any image whose decoding
+would take more than ``MAX_DECODE_BYTES`` (decompression bombs: a 34-byte WebP can declare
+16,000 x 16,000), and turns every failure into a :class:`BadInput` naming the item and the
+reason. :func:`iter_images` runs that in a thread pool ahead of the consumer
 so the model never waits on disk or decoding.
 """
 

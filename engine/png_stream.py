@@ -5,7 +5,8 @@ always allocates the whole image, 1.2 GB for a 20,000 x 20,000 RGB poster. Here 
 rows are streamed through zlib, cut into strips of a few megabytes, and each strip is wrapped
 into a tiny stand-alone PNG that Pillow decodes and shrinks. PNG row filters may refer to the
 row above, so every strip but the first starts with the previous strip's last row, stored
-unfiltered. Only 8-bit, non-interlaced images take this road; others are decoded normally.
+unfiltered. Only 8-bit, non-interlaced images take this road; others are decoded whole, within
+the memory limit ``engine.images`` checks from the header.
 """
 
 from __future__ import annotations

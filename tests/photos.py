@@ -202,7 +202,8 @@ def png_bytes(width: int, height: int, *, depth: int = 8, colour: int = 3, inter
     """
     channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[colour]
     count = height if rows is None else rows
-    row = b"\0" + bytes([1 if colour == 3 else 0x60]) * -(-width * channels * depth // 8) * bool(count)
+    row_bytes = -(-width * channels * depth // 8) if count else 0  # a 2^30-wide row: no rows
+    row = b"\0" + bytes([1 if colour == 3 else 0x60]) * row_bytes
     deflate = zlib.compressobj(9)
     idat = b"".join(deflate.compress(row) for _ in range(count)) + deflate.flush()
 

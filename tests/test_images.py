@@ -258,7 +258,8 @@ def test_a_20000_pixel_image_is_downscaled_without_exhausting_memory(tmp_path: P
 
 _DECODE_IN_FRESH_PROCESS = """
 import json, resource, sys, time
-resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # an unbounded decode fails, not the host
+# An unbounded decode fails here instead of taking the host's memory.
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 from engine.errors import BadInput
 from engine.images import as_rgb_array, iter_images
 
