@@ -5,7 +5,8 @@ always allocates the whole image, 1.2 GB for a 20,000 x 20,000 RGB poster. Here 
 rows are streamed through zlib, cut into strips of a few megabytes, and each strip is wrapped
 into a tiny stand-alone PNG that Pillow decodes and shrinks. PNG row filters may refer to the
 row above, so every strip but the first starts with the previous strip's last row, stored
-unfiltered. Only 8-bit, non-interlaced images take this road; others are decoded normally.
+unfiltered. Only 8-bit, non-interlaced images take this road; others are decoded whole, within
+the memory limit ``engine.images`` checks from the header.
 """
 
 from __future__ import annotations
@@ -18,26 +19,41 @@ from typing import Any, BinaryIO
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
-_REDUCIBLE = {"L", "LA", "RGB", "RGBA"}
-STRIP_BYTES = 8 << 20
+#: Pixels converted at a time when a whole image cannot be shrunk before it is converted (here
+#: and in ``engine.images``): about 8 MiB of 8-bit RGBA rows, 32 MiB once flattened.
+STRIP_PIXELS = 1 << 21
+#: Bytes this module holds per byte of a strip's filtered rows: the inflated buffer, the strip
+#: with its carried-over row, the stored-deflate copy, the wrapping PNG and the decoded strip.
+STREAM_COPIES = 6
 _HEAD = struct.Struct(">I4s")
 
 
-def can_stream(fp: BinaryIO) -> bool:
-    """Whether the PNG file ``fp`` is 8-bit and non-interlaced (the streamable kind)."""
+def strip_rows(width: int, factor: int) -> int:
+    """Rows per strip: a multiple of ``factor`` (so boxes never straddle strips), ~STRIP_PIXELS."""
+    return factor * max(1, STRIP_PIXELS // max(1, width * factor))
+
+
+def stream_bytes(fp: BinaryIO, factor: int) -> int | None:
+    """Memory :func:`decode_reduced` needs for the PNG file ``fp`` at ``factor``, not counting
+    the output and the flattening of a strip; ``None`` unless it is 8-bit and non-interlaced
+    (the streamable kind)."""
     fp.seek(0)
     head = fp.read(8 + _HEAD.size + 13)
     if len(head) < 29 or head[:8] != SIGNATURE or head[12:16] != b"IHDR":
-        return False
-    depth, colour, _, _, interlace = head[24:29]
-    return depth == 8 and not interlace and colour in _CHANNELS
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+    if depth != 8 or interlace or colour not in _CHANNELS:
+        return None
+    rows = min(height, strip_rows(width, factor) + 1)
+    return STREAM_COPIES * rows * (1 + width * _CHANNELS[colour])
 
 
-def decode_reduced(fp: BinaryIO, factor: int, *, flatten: Callable[[Any], Any]) -> Any:
+def decode_reduced(fp: BinaryIO, factor: int, *, shrink: Callable[[Any, int], Any]) -> Any:
     """The PNG file ``fp`` shrunk ``factor`` times (box filter), as an RGB Pillow image.
 
-    ``flatten`` turns a strip of any mode into RGB (alpha on white, palette resolved). Raises
-    ``OSError`` mentioning "truncated" when rows are missing, other ``OSError`` when corrupt.
+    ``shrink(strip, factor)`` turns a strip of any mode into RGB ``factor`` times smaller
+    (alpha on white, palette resolved). Raises ``OSError`` mentioning "truncated" when rows
+    are missing, other ``OSError`` when corrupt.
     """
     from PIL import Image
 
@@ -47,11 +63,11 @@ def decode_reduced(fp: BinaryIO, factor: int, *, flatten: Callable[[Any], Any]) 
     if depth != 8 or interlace or colour not in _CHANNELS:
         raise OSError("PNG is not 8-bit non-interlaced")
     rowbytes = 1 + width * _CHANNELS[colour]
-    strip_rows = factor * max(1, STRIP_BYTES // rowbytes // factor)
+    rows_per_strip = strip_rows(width, factor)
     out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
     previous: bytes | None = None
     y = 0
-    for rows in _rows_in_strips(idat, rowbytes, strip_rows, height):
+    for rows in _rows_in_strips(idat, rowbytes, rows_per_strip, height):
         count = min(len(rows) // rowbytes, height - y)
         if count <= 0:
             break
@@ -61,11 +77,7 @@ def decode_reduced(fp: BinaryIO, factor: int, *, flatten: Callable[[Any], Any]) 
         if previous is not None:
             strip = strip.crop((0, 1, width, strip.height))
         previous = strip.crop((0, count - 1, width, count)).tobytes()
-        if strip.mode in _REDUCIBLE:
-            small = flatten(strip.reduce(factor))
-        else:
-            small = flatten(strip).reduce(factor)
-        out.paste(small, (0, y // factor))
+        out.paste(shrink(strip, factor), (0, y // factor))
         y += count
     if y < height:
         raise OSError(f"image file is truncated ({y} of {height} rows)")

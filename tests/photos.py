@@ -117,3 +117,105 @@ def write_solid_png(path: Path, width: int, height: int, pixel: bytes = b"\x20\x
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
     )
+
+
+def _sub_blocks(data: bytes) -> bytes:
+    return b"".join(bytes([len(data[i : i + 255])]) + data[i : i + 255]
+                    for i in range(0, len(data), 255)) + b"\0"
+
+
+def solid_gif(width: int, height: int, *, transparent: bool = True) -> bytes:
+    """A one-colour palette GIF of any size (optionally transparent), LZW-coded without a raster.
+
+    For constant input LZW emits the colour, then codes 258, 259, ... for runs of 2, 3, ...
+    pixels; a clear code before the table reaches 512 keeps every code 9 bits, so eight such
+    cycles are byte-aligned and repeat verbatim: 16,000 x 16,000 costs about 2 MB.
+    """
+    clear, end = 256, 257
+    cycle = [clear, 0, *range(258, 511)]  # 1 + 2 + ... + 254 pixels
+    cycle_pixels = 1 + sum(range(2, 255))
+    total = width * height
+    codes_tail: list[int] = []
+    cycles, rest = divmod(total, cycle_pixels)
+    groups, loose = divmod(cycles, 8)
+    codes_tail += cycle * loose
+    if rest:
+        codes_tail += [clear, 0]
+        rest -= 1
+        run = 2
+        while rest >= run:
+            codes_tail.append(256 + run)
+            rest -= run
+            run += 1
+        if rest:
+            codes_tail.append(256 + rest if rest >= 2 else 0)
+    codes_tail.append(end)
+
+    def pack(codes: list[int]) -> bytes:
+        bits = sum(code << (9 * i) for i, code in enumerate(codes))
+        return bits.to_bytes(-(-9 * len(codes) // 8), "little")
+
+    lzw = pack(cycle * 8) * groups + pack(codes_tail)
+    palette = bytes([200, 30, 30]) + b"\0" * 765
+    control = b"\x21\xf9\x04\x01\0\0\0\0" if transparent else b""
+    return b"".join((
+        b"GIF89a", struct.pack("<HHBBB", width, height, 0xF7, 0, 0), palette, control,
+        b"\x2c", struct.pack("<HHHHB", 0, 0, width, height, 0), b"\x08", _sub_blocks(lzw),
+        b"\x3b",
+    ))
+
+
+def webp_header(width: int, height: int) -> bytes:
+    """A 34-byte lossless WebP declaring ``width`` x ``height``, with no real pixel data."""
+    bits = (width - 1) | (height - 1) << 14 | 1 << 28  # alpha hint; version 0
+    payload = b"\x2f" + bits.to_bytes(4, "little") + b"\0" * 9
+    return b"RIFF" + struct.pack("<I", 4 + 8 + len(payload)) + b"WEBPVP8L" + struct.pack(
+        "<I", len(payload)) + payload
+
+
+def bmp_header(width: int, height: int, bits: int = 24) -> bytes:
+    """A BMP declaring ``width`` x ``height`` (``bits`` per pixel) and holding no pixels."""
+    colours = 256 if bits == 8 else 0
+    offset = 14 + 40 + 4 * colours
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, bits, 0, 0, 2835, 2835, colours, 0)
+    palette = b"".join(bytes([i, i, i, 0]) for i in range(colours))
+    return b"BM" + struct.pack("<IHHI", offset + 16, 0, 0, offset) + info + palette + b"\0" * 16
+
+
+def progressive_jpeg_header(width: int, height: int) -> bytes:
+    """A small progressive JPEG re-labelled ``width`` x ``height``, its scans left as they were."""
+    from PIL import Image
+
+    small = io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 120, 30)).save(small, "JPEG", progressive=True)
+    data = bytearray(small.getvalue())
+    sof = data.index(b"\xff\xc2")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def png_bytes(width: int, height: int, *, depth: int = 8, colour: int = 3, interlace: int = 0,
+              rows: int | None = None, transparent: bool = True) -> bytes:
+    """A PNG of one colour (palette colour 3 with tRNS, or any other type), rows streamed.
+
+    ``rows`` stops the pixel data early: a header-sized file declaring a huge image.
+    """
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[colour]
+    count = height if rows is None else rows
+    row_bytes = -(-width * channels * depth // 8) if count else 0  # a 2^30-wide row: no rows
+    row = b"\0" + bytes([1 if colour == 3 else 0x60]) * row_bytes
+    deflate = zlib.compressobj(9)
+    idat = b"".join(deflate.compress(row) for _ in range(count)) + deflate.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    extra = b""
+    if colour == 3:
+        extra = chunk(b"PLTE", bytes([200, 30, 30, 30, 200, 30]))
+        if transparent:
+            extra += chunk(b"tRNS", b"\x00\x80")
+    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))

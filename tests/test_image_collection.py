@@ -70,3 +70,25 @@ def test_python_api_stored_image_and_query_give_the_same_vector(engine, catalogu
     assert hit.id == paths[0].stem and hit.score > 0.9999
     with pytest.raises(Exception, match="does not encode text"):
         col.search("a cup of coffee")
+
+
+def test_image_bombs_are_skipped_by_add_and_refused_by_search(engine, catalogue, tmp_path):
+    """A 34-byte WebP and a 2 MB GIF declaring 16,000 x 16,000 cost nothing, and say why."""
+    from photos import solid_gif, webp_header
+
+    from engine.errors import BadInput
+
+    folder, _ = catalogue
+    webp, gif = tmp_path / "bomb.webp", tmp_path / "bomb.gif"
+    webp.write_bytes(webp_header(16_000, 16_000))
+    gif.write_bytes(solid_gif(16_000, 16_000))
+    good = sorted((folder / "shelf").glob("c*.jpg"))[0]
+    col = engine.create("bombs", encoder="efficientnet")
+    report = col.add(images=[good, webp, gif], ids=["good", "webp", "gif"])
+    assert report.added == 1 and col.count() == 1
+    reasons = dict(report.skipped)
+    assert set(reasons) == {str(webp), str(gif)}
+    assert all("MiB to decode" in reason for reason in reasons.values()), reasons
+    with pytest.raises(BadInput, match=r"16000x16000 WEBP would take about \d+ MiB to decode"):
+        col.search(image=webp.read_bytes(), k=1)
+    assert col.search(image=good, k=1)[0].id == "good"

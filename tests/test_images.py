@@ -10,7 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from photos import jpeg_bytes, write_grey_jpeg, write_solid_png
+from photos import (
+    bmp_header,
+    jpeg_bytes,
+    png_bytes,
+    progressive_jpeg_header,
+    solid_gif,
+    webp_header,
+    write_grey_jpeg,
+    write_solid_png,
+)
 from PIL import Image
 
 from engine.errors import BadInput
@@ -245,3 +254,93 @@ def test_a_20000_pixel_image_is_downscaled_without_exhausting_memory(tmp_path: P
     assert 448 <= shape[0] == shape[1] < 896 and low == high == 0x60
     assert out["limit_restored"]
     assert out["peak_mb"] < 250, out  # a full decode would need 400+ MB
+
+
+_DECODE_IN_FRESH_PROCESS = """
+import json, resource, sys, time
+# An unbounded decode fails here instead of taking the host's memory.
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+from engine.errors import BadInput
+from engine.images import as_rgb_array, iter_images
+
+def peak_mb():
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
+
+def outcome(array, error):
+    if error is not None:
+        return error
+    return [list(array.shape), array[0, 0].tolist()]
+
+out = {"base_mb": peak_mb()}
+start = time.perf_counter()
+if sys.argv[1] == "pool":
+    for r in iter_images(sys.argv[2:], min_side=448, workers=4, prefetch=4):
+        out.setdefault("results", []).append(outcome(r.array, r.error))
+else:
+    for path in sys.argv[2:]:
+        try:
+            out[path] = outcome(as_rgb_array(path, path, min_side=448), None)
+        except BadInput as exc:
+            out[path] = str(exc)
+out["seconds"] = time.perf_counter() - start
+out["peak_mb"] = peak_mb()
+print(json.dumps(out))
+"""
+
+
+def decode_in_fresh_process(mode: str, *paths: Path) -> dict:
+    """Decodes ``paths`` in a new interpreter; its own peak RSS (VmHWM) shows the cost."""
+    run = subprocess.run(
+        [sys.executable, "-c", _DECODE_IN_FRESH_PROCESS, mode, *map(str, paths)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    out["cost_mb"] = out["peak_mb"] - out["base_mb"]
+    return out
+
+
+BOMBS = {  # tiny files declaring huge images, in every format and mode that decodes whole
+    "lossless-16000.webp": lambda: webp_header(16_000, 16_000),  # 34 bytes, was 3.9 GB
+    "transparent-16000.gif": lambda: solid_gif(16_000, 16_000),  # was 4.15 GB
+    "rgb-16000.bmp": lambda: bmp_header(16_000, 16_000),
+    "grey-16000.bmp": lambda: bmp_header(16_000, 16_000, bits=8),
+    "progressive-30000.jpg": lambda: progressive_jpeg_header(30_000, 30_000),
+    "16bit-20000.png": lambda: png_bytes(20_000, 20_000, depth=16, colour=2, rows=4),
+    "interlaced-20000.png": lambda: png_bytes(20_000, 20_000, colour=0, interlace=1, rows=4),
+    "bilevel-30000.png": lambda: png_bytes(30_000, 30_000, depth=1, colour=0, rows=4),
+    "one-row-2^30.png": lambda: png_bytes(1 << 30, 1, colour=6, rows=0),
+}
+
+
+def test_images_too_large_to_decode_are_refused_before_any_pixel_is_read(tmp_path: Path) -> None:
+    paths = []
+    for name, make in BOMBS.items():
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(make())
+    out = decode_in_fresh_process("query", *paths)
+    for path in paths:
+        assert isinstance(out[str(path)], str), f"{path.name} was decoded: {out[str(path)]}"
+        assert out[str(path)].startswith(f"{path}: ") and "MiB to decode" in out[str(path)]
+    assert out["cost_mb"] < 50 and out["seconds"] < 10, out
+
+
+def test_large_palette_and_transparent_images_decode_a_strip_at_a_time(tmp_path: Path) -> None:
+    """144 Mpx GIF with transparency: 144 MB of indices, not 2.3 GB of RGBA copies."""
+    gif, png = tmp_path / "transparent-12000.gif", tmp_path / "palette-12000.png"
+    gif.write_bytes(solid_gif(12_000, 12_000))
+    png.write_bytes(png_bytes(12_000, 12_000))  # palette + tRNS, streamed at reduced size
+    out = decode_in_fresh_process("query", gif, png)
+    assert out[str(gif)] == [[462, 462, 3], [255, 255, 255]]  # fully transparent -> white
+    assert out[str(png)][0] == [462, 462, 3]
+    assert close_to(np.array(out[str(png)][1]), (142, 227, 142), 2)  # 50 % green on white
+    assert out["cost_mb"] < 300, out
+
+
+def test_the_decode_pool_holds_one_large_image_at_a_time(tmp_path: Path) -> None:
+    """Four workers on four 121 Mpx GIFs: each fits the budget alone, two would not."""
+    gif = tmp_path / "transparent-11000.gif"
+    gif.write_bytes(solid_gif(11_000, 11_000))
+    out = decode_in_fresh_process("pool", *[gif] * 4)
+    assert out["results"] == [[[459, 459, 3], [255, 255, 255]]] * 4
+    assert out["cost_mb"] < 300, out

@@ -32,18 +32,22 @@ class _Storage:
 def legacy_pth(state: dict, fake_torch: types.SimpleNamespace, payload: object = None) -> bytes:
     """A legacy torch file written the way torch.save(_use_new_zipfile_serialization=False) does.
 
-    ``state`` maps names to (storage, offset, size, stride); ``payload`` replaces the state dict
+    ``state`` maps names to (storage, offset, size, stride[, build]), where ``build`` is a state
+    the pickle applies to the rebuilt tensor (BUILD opcode); ``payload`` replaces the state dict
     with any other object, for the attacks.
     """
     storages: dict[str, _Storage] = {}
 
     class Tensor:
-        def __init__(self, storage, offset, size, stride):
+        def __init__(self, storage, offset, size, stride, build=None):
             self.args = (storage, offset, size, stride, False, collections.OrderedDict())
+            self.build = build
             storages[storage.key] = storage
 
         def __reduce__(self):
-            return fake_torch.rebuild, self.args
+            if self.build is None:
+                return fake_torch.rebuild, self.args
+            return fake_torch.rebuild, self.args, self.build
 
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
@@ -180,3 +184,76 @@ def test_damaged_files_are_plugin_load_errors(tmp_path: Path, fake_torch) -> Non
         (tmp_path / name).write_bytes(data)
         with pytest.raises(PluginLoadError, match=name):
             load_state_dict(tmp_path / name)
+
+
+def _assert_bundled_weights_still_load() -> None:
+    state = load_state_dict(BundledSource.weights_path())
+    assert len(state) == 296 and state["_fc.weight"].dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "numel"),
+    [
+        ((1024, 1024), (0, 0), 1),  # every element is the one float: 4 MiB from 4 bytes
+        ((1 << 40,), (0,), 1),  # used to be a bare MemoryError
+        ((4, 4), (1, 1), 7),  # overlapping rows: in bounds, yet more elements than stored
+        ((3, 3), (3, 1), 8),  # the last element lies past the storage
+    ],
+    ids=["zero-strides", "zero-stride-huge", "overlapping-strides", "past-the-end"],
+)
+def test_shapes_the_storage_cannot_back_are_refused(
+    tmp_path: Path, fake_torch, size, stride, numel
+) -> None:
+    """A few hundred bytes must not expand into an array larger than the storage it came with."""
+    storage = _Storage("1", np.ones(numel, np.float32))
+    path = tmp_path / "strided.pth"
+    path.write_bytes(legacy_pth({"w": (storage, 0, size, stride)}, fake_torch))
+    assert path.stat().st_size < 400
+    with pytest.raises(PluginLoadError, match=r"strided\.pth: .*not backed by storage 1"):
+        load_state_dict(path)
+    _assert_bundled_weights_still_load()
+
+
+def _legacy_file(body: bytes) -> bytes:
+    """A legacy torch file whose state-dict record is the raw pickle ``body``."""
+    head = LEGACY_MAGIC, 1001, {"protocol_version": 1001, "little_endian": True}
+    return b"".join(pickle.dumps(r, protocol=2) for r in head) + body + pickle.dumps([], 2)
+
+
+def _build_on_global(module: str, name: str, state: object) -> bytes:
+    """GLOBAL module.name, then BUILD with ``state`` on it, then an empty state dict."""
+    state_ops = pickle.dumps(state, protocol=2)[2:-1]  # without PROTO and STOP
+    return _legacy_file(b"\x80\x02c" + f"{module}\n{name}\n".encode() + state_ops + b"b0}.")
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "state"),
+    [
+        ("torch", "FloatStorage", {"dtype": "i1"}),
+        ("torch", "LongStorage", (None, {"dtype": "u1"})),
+        ("torch._utils", "_rebuild_tensor_v2", (None, {"__defaults__": (True, None)})),
+        ("torch._utils", "_rebuild_tensor_v2", {"poisoned": True}),
+        ("collections", "OrderedDict", {"poisoned": True}),
+    ],
+    ids=["FloatStorage-dict", "LongStorage-slots", "rebuild-defaults", "rebuild-dict",
+         "OrderedDict-class"],
+)
+def test_build_cannot_change_the_shared_stand_ins(
+    tmp_path: Path, module: str, name: str, state: object
+) -> None:
+    """Once, a 60-byte file made the bundled weights unreadable until the process restarted."""
+    path = tmp_path / "build.pth"
+    path.write_bytes(_build_on_global(module, name, state))
+    with pytest.raises(PluginLoadError, match=r"build\.pth: "):
+        load_state_dict(path)
+    _assert_bundled_weights_still_load()
+
+
+def test_build_cannot_rewrite_a_checked_tensor(tmp_path: Path, fake_torch) -> None:
+    """BUILD on a rebuilt tensor would swap in geometry that never went through the checks."""
+    storage = _Storage("1", np.ones(1, np.float32))
+    bomb = {"shape": (1 << 40,), "stride": (0,)}
+    path = tmp_path / "rebuilt.pth"
+    path.write_bytes(legacy_pth({"w": (storage, 0, (1,), (1,), bomb)}, fake_torch))
+    with pytest.raises(UnsafePickle, match=r"rebuilt\.pth: refused to load.*BUILD"):
+        load_state_dict(path)

@@ -33,8 +33,25 @@ class UnsafePickle(PluginLoadError):
     """The file names a global that a tensor state dict never needs: it was not loaded."""
 
 
+class _Sealed:
+    """Refuses pickle's BUILD opcode, which would otherwise rewrite the object's ``__dict__``.
+
+    The stand-ins the unpickler hands out are shared by every load in the process, and the refs
+    it creates were validated when made: a BUILD on either would let one file poison later
+    loads or smuggle in geometry that skipped the checks. The unpickler calls ``__setstate__``
+    instead of touching ``__dict__`` whenever it exists, so this is where BUILD ends. Only
+    ``OrderedDict`` instances (torch's ``_metadata``) may still be built.
+    """
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafePickle(
+            f"refused to load: the pickle tries to change the state of {type(self).__name__} "
+            "(BUILD), which a tensor state dict never does"
+        )
+
+
 @dataclass(frozen=True)
-class _StorageType:
+class _StorageType(_Sealed):
     """Stands in for ``torch.FloatStorage`` & co.: only a dtype, never called."""
 
     torch_name: str
@@ -58,14 +75,14 @@ _STORAGE_TYPES = {
 
 
 @dataclass(frozen=True)
-class _StorageRef:
+class _StorageRef(_Sealed):
     key: str
     dtype: np.dtype
     numel: int
 
 
 @dataclass(frozen=True)
-class _TensorRef:
+class _TensorRef(_Sealed):
     """A tensor whose bytes come after the pickle; materialised once they are read."""
 
     storage: _StorageRef
@@ -74,20 +91,53 @@ class _TensorRef:
     stride: tuple[int, ...]
 
 
-def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks=None, *_):
-    """Stand-in for ``torch._utils._rebuild_tensor_v2``: records where the tensor lives."""
-    if not isinstance(storage, _StorageRef):
-        raise UnsafePickle("tensor rebuilt from something that is not a storage")
-    shape, strides = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-    if len(shape) != len(strides) or min((*shape, *strides, int(offset)), default=0) < 0:
-        raise UnsafePickle(f"tensor with invalid geometry size={size} stride={stride}")
-    return _TensorRef(storage, int(offset), shape, strides)
+class _RebuildTensor(_Sealed):
+    """Stand-in for ``torch._utils._rebuild_tensor_v2``: records where the tensor lives.
+
+    An instance, not a function, so that BUILD cannot rewrite its ``__defaults__`` or
+    ``__dict__`` for every later load.
+    """
+
+    def __call__(self, storage, offset, size, stride, requires_grad=False, hooks=None, *_):
+        if not isinstance(storage, _StorageRef):
+            raise UnsafePickle("tensor rebuilt from something that is not a storage")
+        try:
+            offset = int(offset)
+            shape, strides = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+        except (TypeError, ValueError, OverflowError):
+            raise PluginLoadError(
+                f"tensor with invalid geometry size={size!r:.80} stride={stride!r:.80}"
+            ) from None
+        _check_geometry(storage, offset, shape, strides)
+        return _TensorRef(storage, offset, shape, strides)
+
+
+def _check_geometry(storage: _StorageRef, offset: int, shape: tuple, strides: tuple) -> None:
+    """Refuses a tensor its storage cannot back, before any byte of it is read.
+
+    Every element the shape, strides and offset reach must lie inside the storage, and the
+    tensor may not hold more elements than the storage does: with zero (or overlapping) strides
+    a 245-byte file could otherwise ask for a gigabyte-sized copy of one float.
+    """
+    what = f"tensor size={list(shape)} stride={list(strides)} offset={offset}"
+    if len(shape) != len(strides) or min((*shape, *strides, offset), default=0) < 0:
+        raise UnsafePickle(f"{what}: invalid geometry")
+    count = 1
+    for n in shape:
+        count *= n
+    if count == 0:
+        return
+    last = offset + sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
+    if last >= storage.numel or count > storage.numel:
+        raise PluginLoadError(
+            f"{what} is not backed by storage {storage.key} of {storage.numel} elements"
+        )
 
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_tensor_v2"): _RebuildTensor(),
     }
     for name, storage_type in _STORAGE_TYPES.items():
         allowed[("torch", name)] = storage_type
@@ -202,14 +252,9 @@ def _read_storage(f: BinaryIO, ref: _StorageRef) -> np.ndarray:
 
 
 def _materialise(ref: _TensorRef, storage: np.ndarray) -> np.ndarray:
-    if not ref.shape:
-        last = ref.offset
-    else:
-        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride, strict=True))
+    """A copy of the tensor; its geometry was checked against the storage when it was rebuilt."""
     if any(n == 0 for n in ref.shape):
         return np.zeros(ref.shape, dtype=storage.dtype)
-    if last >= storage.size:
-        raise PluginLoadError(f"tensor reaches past the end of storage {ref.storage.key}")
     item = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
         storage[ref.offset :],
