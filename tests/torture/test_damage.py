@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from handles import reopen
 
-from engine import CorruptCollection, Engine
+from engine import CorruptCollection
 from engine.cli import cli
 from engine.manifest import file_crc32
 
@@ -48,11 +49,6 @@ def overwrite_row(path: Path, row: int) -> None:
 
 def self_found(col, x: np.ndarray, ids: range) -> int:
     return sum(col.search(vector=x[i], k=1)[0].id == f"v{i}" for i in ids)
-
-
-def reopen(engine: Engine, name: str):
-    """Open as a new process would: ``engine.open`` hands back the handle it already holds."""
-    return Engine(engine.home, registry=engine.registry, lock_timeout=engine.lock_timeout).open(name)
 
 
 def set_manifest(folder: Path, **changes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from handles import reopen
 
 from engine import CorruptCollection
 
@@ -53,12 +54,12 @@ def test_damaged_index_is_refused_then_repaired(engine, col, damage):
     else:
         path.unlink()
     with pytest.raises(CorruptCollection, match=path.name):
-        engine.open("kb")
+        reopen(engine, "kb")
     assert any(path.name in p for p in engine.verify("kb"))
     actions = engine.repair("kb")
     assert any(path.name in a for a in actions)
     assert engine.verify("kb") == []
-    assert answers(engine.open("kb")) == expected
+    assert answers(reopen(engine, "kb")) == expected
 
 
 def test_missing_store_is_refused_and_not_recreated(engine, col):
@@ -66,7 +67,7 @@ def test_missing_store_is_refused_and_not_recreated(engine, col):
     for suffix in ("-wal", "-shm"):
         (col.folder / f"store.sqlite{suffix}").unlink(missing_ok=True)
     with pytest.raises(CorruptCollection, match=r"store\.sqlite is missing"):
-        engine.open("kb")
+        reopen(engine, "kb")
     with pytest.raises(CorruptCollection, match=r"store\.sqlite is missing"):
         engine.repair("kb")
     assert not (col.folder / "store.sqlite").exists()
@@ -81,8 +82,8 @@ def test_damaged_vectors_are_found_and_re_encoded_from_content(engine, col):
     actions = engine.repair("kb")
     assert any("re-encoded" in a for a in actions)
     assert engine.verify("kb") == []
-    assert answers(engine.open("kb")) == expected
-    assert engine.open("kb").count() == len(TEXTS)
+    assert answers(reopen(engine, "kb")) == expected
+    assert reopen(engine, "kb").count() == len(TEXTS)
 
 
 def test_lost_precomputed_vectors_are_kept_listed_and_dropped_only_when_asked(engine):
@@ -92,16 +93,16 @@ def test_lost_precomputed_vectors_are_kept_listed_and_dropped_only_when_asked(en
     tail = col.folder / "vectors" / f"tail-{col.manifest.vectors.epoch}.f32"
     tail.write_bytes(tail.read_bytes()[: 8 * 4 * 10])  # truncated: half the vectors gone
     with pytest.raises(CorruptCollection, match=r"truncated|holds"):
-        engine.open("vecs")
+        reopen(engine, "vecs")
     actions = engine.repair("vecs")  # no snapshot, no encoder for vectors: nothing to restore
     assert any("20 documents have lost their vectors" in a and "v3" in a for a in actions)
-    reopened = engine.open("vecs")
+    reopened = reopen(engine, "vecs")
     assert reopened.count() == 20 and reopened.get(["v3"])[0] is not None  # still stored
     assert reopened.search(vector=x[3], k=5) == []  # but never served from damaged rows
     assert any("--drop-unrecoverable" in p for p in engine.verify("vecs"))
     actions = engine.repair("vecs", drop_unrecoverable=True)
     assert any("removed 20 documents" in a and "v3" in a for a in actions)
-    reopened = engine.open("vecs")
+    reopened = reopen(engine, "vecs")
     assert reopened.count() == 0 and engine.verify("vecs") == []
     reopened.add(vectors=x, ids=[f"v{i}" for i in range(20)])
     assert reopened.search(vector=x[3], k=1)[0].id == "v3"
@@ -115,6 +116,6 @@ def test_manifest_naming_a_missing_generation_is_refused(engine, col):
     data["snapshot_generation"] = data["generation"] + 5
     manifest.write_text(json.dumps(data))
     with pytest.raises(CorruptCollection, match=f"index-{data['generation'] + 5}.faiss"):
-        engine.open("kb")
+        reopen(engine, "kb")
     engine.repair("kb")
     assert engine.verify("kb") == []
