@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.errors import BadInput
+from engine.limits import MAX_METADATA_DEPTH, deeper_than
 
 MAX_ID_LENGTH = 512
 # One encoder for every item: json.dumps with non-default options builds a new one per call.
@@ -100,6 +101,11 @@ def check_metadata(
             raise BadInput(
                 f"item {i} (id {ids[i]!r}): metadata must be an object, got {type(entry).__name__}"
             )
+        if _has_nested(entry) and deeper_than(entry, MAX_METADATA_DEPTH):
+            raise BadInput(
+                f"item {i} (id {ids[i]!r}): metadata nests objects and lists deeper than "
+                f"{MAX_METADATA_DEPTH} levels"
+            )
         try:
             text = _CANONICAL_JSON(entry)
             text.encode()  # a lone surrogate passes json but not the store
@@ -117,6 +123,11 @@ def check_metadata(
             )
         out.append((entry, text))  # the caller's dict, not a copy: stored as `text` anyway
     return out
+
+
+def _has_nested(entry: dict[str, Any]) -> bool:
+    """Most metadata is flat: only entries holding objects or lists need the depth walk."""
+    return any(isinstance(v, (dict, list, tuple)) for v in entry.values())
 
 
 def _plain_key(key: Any) -> bool:
