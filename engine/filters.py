@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, and_, false, func, not_, or_, select, true
 
 from engine.errors import BadInput
-from engine.limits import MAX_WHERE_DEPTH, MAX_WHERE_TERMS, deeper_than
+from engine.limits import FLOAT_INT_BOUND, MAX_WHERE_DEPTH, MAX_WHERE_TERMS, deeper_than
 
 COMPARISONS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"}
 LOGICAL = {"$and", "$or"}
@@ -27,8 +26,6 @@ LOGICAL = {"$and", "$or"}
 MODALITY = "$modality"
 
 Scalar = str | int | float | bool | None
-#: Numbers are compared as floats; a JSON integer past this was an OverflowError.
-_BIGGEST = int(sys.float_info.max)
 
 
 def parse_where(where: Any) -> dict[str, Any] | None:
@@ -63,6 +60,8 @@ def check_where_size(where: dict[str, Any]) -> None:
     while stack:
         node = stack.pop()
         for key, value in node.items():
+            if not isinstance(key, str):
+                raise BadInput(f"where: field names are strings, got {key!r}")
             if key in LOGICAL and isinstance(value, list):
                 stack.extend(v for v in value if isinstance(v, dict))
             else:
@@ -219,7 +218,7 @@ def _check_scalar(field: str, op: str, value: Any) -> None:
             f"where: {op} on {field!r} takes a string, number, boolean or null, "
             f"got {type(value).__name__}"
         )
-    if isinstance(value, int) and not -_BIGGEST < value < _BIGGEST:
+    if isinstance(value, int) and not -FLOAT_INT_BOUND < value < FLOAT_INT_BOUND:
         raise BadInput(f"where: {op} on {field!r}: an integer beyond the range of a float")
 
 

@@ -97,7 +97,8 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, An
         except UnicodeDecodeError as exc:
             raise BadInput(f"{path.name}: not UTF-8 text ({exc.reason})") from None
         except csv.Error as exc:
-            raise BadInput(f"{path.name}:{reader.line_num}: malformed CSV ({exc})") from None
+            # DictReader's own line_num moves only after a good row: the inner reader's is current
+            raise BadInput(f"{path.name}:{reader.reader.line_num}: malformed CSV ({exc})") from None
 
 
 def _cell(value: str) -> Any:

@@ -8,6 +8,7 @@ The README's "Limits" paragraph lists them; change both together.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from engine.errors import BadInput
@@ -27,6 +28,9 @@ MAX_METADATA_DEPTH = 32
 #: UTF-8 bytes of one text (document or query); SQLite refuses values past 1 GB, and only after
 #: the vector of the text was appended.
 MAX_TEXT_BYTES = 16 * 2**20
+#: Metadata and filter numbers are compared as floats; a JSON integer past this (JSON has no
+#: bound) was an OverflowError when converted, in a filter or at the store's write.
+FLOAT_INT_BOUND = int(sys.float_info.max)
 
 
 def check_k(k: Any, max_k: int) -> None:
