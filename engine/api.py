@@ -38,7 +38,8 @@ from engine.manifest import (
 from engine.registry import Registry, default_registry
 from engine.store import Store
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# fullmatch, not match with "$": "$" also matches before a final newline, so "faq\n" passed.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 DEFAULT_INDEX = "auto"
 T = TypeVar("T")
 
@@ -54,7 +55,7 @@ def default_home() -> Path:
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise BadInput(
             f"collection name {name!r} is not allowed: use letters, digits, '_', '-' and '.', "
             f"starting with a letter or digit, without '/' or '..'"

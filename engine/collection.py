@@ -27,6 +27,7 @@ from engine.documents import (
 from engine.encoders import IMAGE, TEXT, Encoder, check_modality, validate_vectors
 from engine.errors import BadInput, CorruptCollection, SpaceMismatch
 from engine.filters import parse_where
+from engine.limits import MAX_K, check_k
 from engine.live import LiveView
 from engine.manifest import Manifest, read_manifest
 from engine.registry import Registry
@@ -74,6 +75,9 @@ class _Item:
 
 
 class Collection:
+    #: Most hits one search may ask for (BadInput above it); set it on a handle to raise it.
+    max_k: int = MAX_K
+
     def __init__(
         self,
         folder: Path,
@@ -129,7 +133,7 @@ class Collection:
         given = [x is not None for x in (query, image, vector)]
         if sum(given) != 1:
             raise BadInput("search takes exactly one of: a text query, image=, vector=")
-        _check_k(k)
+        check_k(k, self.max_k)
         where = with_modality(parse_where(where), modality)
         q = self._query_vector(query, image, vector)
         return self._search_vectors(q[None, :], k, where)[0]
@@ -148,7 +152,7 @@ class Collection:
         """Search many queries at once: encoded in batches, one index call when unfiltered."""
         if sum(x is not None for x in (queries, images, vectors)) != 1:
             raise BadInput("search_many takes exactly one of: queries=, images=, vectors=")
-        _check_k(k)
+        check_k(k, self.max_k)
         where = with_modality(parse_where(where), modality)
         if vectors is not None:
             q = validate_vectors(vectors, self.dim, "vectors")
@@ -175,7 +179,9 @@ class Collection:
             self.store.check_fields(where)
         for _ in range(3):
             with self.view.reading() as served:
-                found = self.planner.candidates_many(q, k, where, served)
+                # More hits than documents cannot exist: result arrays are sized by k up front.
+                kk = min(k, max(served.manifest.count, 1))
+                found = self.planner.candidates_many(q, kk, where, served)
             wanted = np.unique(np.concatenate([ids for ids, _ in found]) if found else [])
             docs = self.store.fetch(wanted.astype(np.int64), served.manifest.generation)
             if len(docs) == len(wanted):
@@ -403,11 +409,6 @@ def with_modality(where: dict[str, Any] | None, modality: str | None) -> dict[st
     if modality not in (TEXT, IMAGE):
         raise BadInput(f"modality must be 'text' or 'image', got {modality!r}")
     return {"$and": [where, {"$modality": modality}]} if where else {"$modality": modality}
-
-
-def _check_k(k: Any) -> None:
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise BadInput(f"k must be a positive integer, got {k!r}")
 
 
 def check_same_space(manifest: Manifest, encoder: Encoder) -> None:

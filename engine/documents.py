@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.errors import BadInput
+from engine.limits import FLOAT_INT_BOUND, MAX_METADATA_DEPTH, deeper_than
 
 MAX_ID_LENGTH = 512
 # One encoder for every item: json.dumps with non-default options builds a new one per call.
@@ -100,6 +101,9 @@ def check_metadata(
             raise BadInput(
                 f"item {i} (id {ids[i]!r}): metadata must be an object, got {type(entry).__name__}"
             )
+        problem = None if _flat(entry) else _value_problem(entry)
+        if problem:
+            raise BadInput(f"item {i} (id {ids[i]!r}): metadata {problem}")
         try:
             text = _CANONICAL_JSON(entry)
             text.encode()  # a lone surrogate passes json but not the store
@@ -117,6 +121,35 @@ def check_metadata(
             )
         out.append((entry, text))  # the caller's dict, not a copy: stored as `text` anyway
     return out
+
+
+_FLAT = (str, float, bool, type(None))
+
+
+def _flat(entry: dict[str, Any]) -> bool:
+    """True for the common entry of strings and ordinary numbers: nothing more to walk."""
+    for v in entry.values():
+        if not isinstance(v, _FLAT) and not (
+            type(v) is int and -FLOAT_INT_BOUND < v < FLOAT_INT_BOUND
+        ):
+            return False
+    return True
+
+
+def _value_problem(entry: dict[str, Any]) -> str | None:
+    """Why nested or numeric metadata cannot be stored (it recursed or overflowed), or None."""
+    if deeper_than(entry, MAX_METADATA_DEPTH):
+        return f"nests objects and lists deeper than {MAX_METADATA_DEPTH} levels"
+    stack: list[Any] = [entry]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+        elif type(value) is int and not -FLOAT_INT_BOUND < value < FLOAT_INT_BOUND:
+            return "holds an integer beyond the range of a float"
+    return None
 
 
 def _plain_key(key: Any) -> bool:

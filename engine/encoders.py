@@ -18,11 +18,13 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from engine.errors import BadInput, UnknownOption
+from engine.limits import check_text_size
 
 TEXT = "text"
 IMAGE = "image"
 MODALITIES = (TEXT, IMAGE)
 T = TypeVar("T")
+_F32 = np.finfo(np.float32)
 
 
 @runtime_checkable
@@ -124,7 +126,14 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))[:, None]
     if len(norms) and np.abs(norms - 1.0).max() < 1e-6:
         return vectors  # already unit length: no second copy of a large batch
-    return vectors / np.maximum(norms, 1e-12).astype(np.float32)
+    # A norm past float32's range (finite rows of values near 3e38) became inf and the row
+    # zero; one below its normal range lost precision. Those rows divide in float64 instead.
+    plain = (norms >= _F32.tiny) & (norms <= _F32.max)
+    out = vectors / np.where(plain, norms, 1.0).astype(np.float32)
+    odd = np.flatnonzero(~plain[:, 0] & (norms[:, 0] > 0))
+    if len(odd):
+        out[odd] = (vectors[odd].astype(np.float64) / norms[odd]).astype(np.float32)
+    return out
 
 
 def validate_texts(items: Sequence[Any]) -> list[str]:
@@ -138,8 +147,10 @@ def validate_texts(items: Sequence[Any]) -> list[str]:
                 item.encode("utf-8")
             except UnicodeEncodeError as exc:
                 raise BadInput(f"text item {i}: not valid Unicode ({exc.reason})") from None
+            check_text_size(item, f"text item {i}")
             texts.append(item)
         elif isinstance(item, (bytes, bytearray)):
+            check_text_size(item, f"text item {i}")
             try:
                 texts.append(bytes(item).decode("utf-8"))
             except UnicodeDecodeError as exc:

@@ -11,12 +11,14 @@ Every field name and value travels as a bound parameter, so nothing a user write
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, false, not_, or_, select, true
+from sqlalchemy import ColumnElement, Table, and_, false, func, not_, or_, select, true
 
 from engine.errors import BadInput
+from engine.limits import FLOAT_INT_BOUND, MAX_WHERE_DEPTH, MAX_WHERE_TERMS, deeper_than
 
 COMPARISONS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"}
 LOGICAL = {"$and", "$or"}
@@ -35,9 +37,40 @@ def parse_where(where: Any) -> dict[str, Any] | None:
             where = json.loads(where)
         except json.JSONDecodeError as exc:
             raise BadInput(f"where: not valid JSON ({exc.msg} at char {exc.pos})") from None
+        except RecursionError:
+            raise BadInput(
+                f"where: nested deeper than {MAX_WHERE_DEPTH} levels of objects and lists"
+            ) from None
     if not isinstance(where, dict):
         raise BadInput(f"where: expected a JSON object, got {type(where).__name__}")
+    check_where_size(where)
     return where or None
+
+
+def check_where_size(where: dict[str, Any]) -> None:
+    """Refuse filters nested or sprawling past the limits, before anything recurses over them.
+
+    Compiling, hashing (the filter cache) and SQLite's parser all recurse; without these bounds
+    a filter nested 3,000 deep was a RecursionError and an $or of 40,000 branches an SQLite
+    "Expression tree is too large".
+    """
+    if deeper_than(where, MAX_WHERE_DEPTH):
+        raise BadInput(f"where: nested deeper than {MAX_WHERE_DEPTH} levels of objects and lists")
+    terms, stack = 0, [where]
+    while stack:
+        node = stack.pop()
+        for key, value in node.items():
+            if not isinstance(key, str):
+                raise BadInput(f"where: field names are strings, got {key!r}")
+            if key in LOGICAL and isinstance(value, list):
+                stack.extend(v for v in value if isinstance(v, dict))
+            else:
+                terms += len(value) if isinstance(value, dict) and key != MODALITY else 1
+        if terms > MAX_WHERE_TERMS:
+            raise BadInput(
+                f"where: more than {MAX_WHERE_TERMS} conditions; "
+                f'match many values of one field with {{"field": {{"$in": [...]}}}}'
+            )
 
 
 def referenced_fields(where: dict[str, Any]) -> set[str]:
@@ -56,27 +89,46 @@ def compile_where(
     doc_id: ColumnElement[Any],
     meta: Table,
     modality: ColumnElement[Any] | None = None,
+    dialect: str = "sqlite",
 ) -> ColumnElement[bool]:
-    """A boolean SQL expression over ``doc_id`` that is true for documents matching ``where``."""
+    """A boolean SQL expression over ``doc_id`` that is true for documents matching ``where``.
+
+    ``dialect`` is the store's: on SQLite a value list travels as one bound parameter.
+    """
     clauses = []
     for key, value in where.items():
         if key in LOGICAL:
-            subs = [compile_where(s, doc_id, meta, modality) for s in _sub_filters(key, value)]
+            subs = [
+                compile_where(s, doc_id, meta, modality, dialect) for s in _sub_filters(key, value)
+            ]
             clauses.append(and_(*subs) if key == "$and" else or_(*subs))
         elif key == MODALITY and modality is not None:
-            clauses.append(_modality_clause(value, modality))
+            clauses.append(_modality_clause(value, modality, dialect))
         elif key.startswith("$"):
             raise BadInput(f"where: unknown operator {key!r} (use $and, $or or a field name)")
         else:
-            clauses.append(_field_clause(key, value, doc_id, meta))
+            clauses.append(_field_clause(key, value, doc_id, meta, dialect))
     return and_(true(), *clauses)
 
 
-def _modality_clause(value: Any, modality: ColumnElement[Any]) -> ColumnElement[bool]:
+def _modality_clause(value: Any, modality: ColumnElement[Any], dialect: str) -> ColumnElement[bool]:
     values = value.get("$in") if isinstance(value, dict) and set(value) == {"$in"} else [value]
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise BadInput('where: $modality takes "text", "image" or {"$in": [...]}')
-    return modality.in_(values)
+    return one_of(modality, values, dialect)
+
+
+def one_of(column: ColumnElement[Any], values: list[Any], dialect: str) -> ColumnElement[bool]:
+    """``column IN values``, on SQLite with the list as ONE bound parameter (a JSON array).
+
+    A parameter per value failed past SQLite's host-parameter limit (32,766, or 999 on older
+    builds) with "too many SQL variables"; chunking cannot help inside one expression that
+    $nin negates or an $or combines, while json_each keeps it one expression of any length.
+    """
+    if dialect != "sqlite" or len(values) < 2:
+        return column.in_(values)
+    each = func.json_each(json.dumps(values)).table_valued("value")
+    return column.in_(select(each.c.value))
 
 
 def _sub_filters(op: str, value: Any) -> list[dict[str, Any]]:
@@ -86,7 +138,7 @@ def _sub_filters(op: str, value: Any) -> list[dict[str, Any]]:
 
 
 def _field_clause(
-    field: str, cond: Any, doc_id: ColumnElement[Any], meta: Table
+    field: str, cond: Any, doc_id: ColumnElement[Any], meta: Table, dialect: str
 ) -> ColumnElement[bool]:
     if not isinstance(cond, dict):
         cond = {"$eq": cond}
@@ -99,12 +151,12 @@ def _field_clause(
                 f"where: unknown operator {op!r} on field {field!r} "
                 f"(known: {', '.join(sorted(COMPARISONS | LOGICAL))})"
             )
-        parts.append(_comparison(field, op, value, doc_id, meta))
+        parts.append(_comparison(field, op, value, doc_id, meta, dialect))
     return and_(*parts)
 
 
 def _comparison(
-    field: str, op: str, value: Any, doc_id: ColumnElement[Any], meta: Table
+    field: str, op: str, value: Any, doc_id: ColumnElement[Any], meta: Table, dialect: str
 ) -> ColumnElement[bool]:
     def having(condition: ColumnElement[bool]) -> ColumnElement[bool]:
         return doc_id.in_(select(meta.c.doc_id).where(meta.c.key == field, condition))
@@ -119,7 +171,7 @@ def _comparison(
             raise BadInput(f"where: {op} on {field!r} takes a list of values")
         for v in value:
             _check_scalar(field, op, v)
-        matches = having(_any_of(value, meta)) if value else false()
+        matches = having(_any_of(value, meta, dialect)) if value else false()
         return matches if op == "$in" else not_(matches)
     _check_scalar(field, op, value)
     if op in {"$eq", "$ne"}:
@@ -145,18 +197,19 @@ def _equals(value: Scalar, meta: Table) -> ColumnElement[bool]:
     return meta.c.text == value
 
 
-def _any_of(values: Iterable[Scalar], meta: Table) -> ColumnElement[bool]:
+def _any_of(values: Iterable[Scalar], meta: Table, dialect: str) -> ColumnElement[bool]:
     values = list(values)
-    nums = [float(v) for v in values if isinstance(v, (bool, int, float))]
+    # NaN and infinities never match: metadata cannot hold them (and JSON cannot carry them).
+    nums = [float(v) for v in values if isinstance(v, (bool, int, float)) and math.isfinite(v)]
     texts = [v for v in values if isinstance(v, str)]
     parts = []
     if nums:
-        parts.append(meta.c.num.in_(nums))
+        parts.append(one_of(meta.c.num, nums, dialect))
     if texts:
-        parts.append(meta.c.text.in_(texts))
+        parts.append(one_of(meta.c.text, texts, dialect))
     if any(v is None for v in values):
         parts.append(_equals(None, meta))
-    return or_(*parts)
+    return or_(false(), *parts)
 
 
 def _check_scalar(field: str, op: str, value: Any) -> None:
@@ -165,6 +218,8 @@ def _check_scalar(field: str, op: str, value: Any) -> None:
             f"where: {op} on {field!r} takes a string, number, boolean or null, "
             f"got {type(value).__name__}"
         )
+    if isinstance(value, int) and not -FLOAT_INT_BOUND < value < FLOAT_INT_BOUND:
+        raise BadInput(f"where: {op} on {field!r}: an integer beyond the range of a float")
 
 
 def flatten_metadata(metadata: dict[str, Any]) -> list[tuple[str, float | None, str | None]]:

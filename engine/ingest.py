@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import BadInput
+from engine.limits import MAX_METADATA_DEPTH, MAX_TEXT_BYTES, check_text_size, deeper_than
 
+_TOO_DEEP = f"nests objects and lists deeper than {MAX_METADATA_DEPTH} levels"
 TEXT_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".txt", ".text", ".md"}
 _NUMBER = re.compile(r"^-?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?$")
 
@@ -70,6 +72,8 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise BadInput(f"{path.name}:{lineno}: not valid JSON ({exc.msg})") from None
+                except RecursionError:
+                    raise BadInput(f"{path.name}:{lineno}: {_TOO_DEEP}") from None
                 if not isinstance(record, dict):
                     raise BadInput(f"{path.name}:{lineno}: expected a JSON object per line")
                 yield lineno, record
@@ -78,9 +82,12 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    # The csv module's default of 128 KiB a cell refused legitimate long texts as "malformed";
+    # a cell may be as long as a text may be (the limit is process-wide, so it only grows).
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_TEXT_BYTES))
     with _open(path) as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
         try:
-            reader = csv.DictReader(f, delimiter=delimiter)
             if not reader.fieldnames:
                 return
             for record in reader:
@@ -90,7 +97,8 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, An
         except UnicodeDecodeError as exc:
             raise BadInput(f"{path.name}: not UTF-8 text ({exc.reason})") from None
         except csv.Error as exc:
-            raise BadInput(f"{path.name}: malformed CSV ({exc})") from None
+            # DictReader's own line_num moves only after a good row: the inner reader's is current
+            raise BadInput(f"{path.name}:{reader.reader.line_num}: malformed CSV ({exc})") from None
 
 
 def _cell(value: str) -> Any:
@@ -112,6 +120,8 @@ def _text_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _to_row(path: Path, line: int, record: dict[str, Any], fields: Fields) -> Row:
     where = f"{path.name}:{line}"
+    if deeper_than(record, MAX_METADATA_DEPTH):  # before str() of an id recurses through it
+        raise BadInput(f"{where}: {_TOO_DEEP}")
     text = record.get(fields.text)
     if text is None:
         raise BadInput(f"{where}: no {fields.text!r} field (choose another with --text-field)")
@@ -119,6 +129,7 @@ def _to_row(path: Path, line: int, record: dict[str, Any], fields: Fields) -> Ro
         raise BadInput(f"{where}: field {fields.text!r} is not a string")
     if not text.strip():
         raise BadInput(f"{where}: field {fields.text!r} is empty")
+    check_text_size(text, where)
     if fields.id is not None:
         if fields.id not in record or str(record[fields.id]).strip() == "":
             raise BadInput(f"{where}: no {fields.id!r} field (the id field, see --id-field)")

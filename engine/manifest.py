@@ -93,17 +93,22 @@ class Manifest:
     def from_json(cls, text: str, where: str = MANIFEST) -> Manifest:
         try:
             data = json.loads(text)
+            if not isinstance(data, dict):
+                raise CorruptCollection(f"{where} is unreadable: not a JSON object")
             if data.get("format") != FORMAT_VERSION:
                 raise CorruptCollection(
                     f"{where}: format {data.get('format')!r} is not supported "
                     f"(this hubsearch reads format {FORMAT_VERSION})"
                 )
+            problem = _shape_problem(data)
+            if problem:
+                raise CorruptCollection(f"{where} is unreadable: {problem}")
             data["vectors"] = VectorFiles(**data["vectors"])
             data["history"] = tuple(data.get("history", ()))
             return cls(**data)
         except CorruptCollection:
             raise
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise CorruptCollection(f"{where} is unreadable: {exc}") from None
 
 
@@ -144,6 +149,48 @@ def indexable(ids: Any, manifest: Manifest) -> Any:
     import numpy as np
 
     return ids[~np.isin(ids, np.asarray(manifest.unrecoverable, dtype=np.int64))]
+
+
+#: Counters and offsets: a wrong type or a negative value would surface far from the manifest
+#: (a negative ``tail_rows`` was an OverflowError in numpy), so they are checked on reading.
+_COUNTS = ("generation", "next_id", "count", "changes_since_snapshot")
+_U32 = 2**32
+
+
+def _shape_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the structure and field types of a parsed manifest, or None."""
+    for key, kind in (("name", str), ("encoder", dict), ("index", dict), ("vectors", dict)):
+        if not isinstance(data.get(key), kind):
+            return f"{key!r} is missing or not {'a string' if kind is str else 'an object'}"
+    fingerprint = data["encoder"].get("fingerprint")
+    if not isinstance(data["encoder"].get("name"), str) or not isinstance(fingerprint, dict):
+        return "'encoder' lacks its name or fingerprint"
+    if not _count(fingerprint.get("dim")) or not fingerprint["dim"]:
+        return "the encoder's dim is not a positive integer"
+    if not isinstance(data["index"].get("kind"), str):
+        return "'index' lacks its kind"
+    for key in ("store_url", "uuid"):
+        if not isinstance(data.get(key), (str, type(None))):
+            return f"{key!r} is not a string"
+    if not isinstance(data.get("history", []), list):
+        return "'history' is not a list"
+    for key in _COUNTS:
+        if key in data and not _count(data[key]):
+            return f"{key!r} is {data[key]!r}, not a non-negative integer"
+    for key in ("snapshot_generation", "snapshot_crc32"):
+        if data.get(key) is not None and not _count(data[key], key.endswith("crc32")):
+            return f"{key!r} is {data[key]!r}, not a non-negative integer"
+    for key, value in data["vectors"].items():
+        default = getattr(VectorFiles, key, None)
+        if isinstance(default, int) and not _count(value, key.endswith("crc32")):
+            return f"vectors {key!r} is {value!r}, not a non-negative integer"
+    return None
+
+
+def _count(value: Any, crc: bool = False) -> bool:
+    """A non-negative int (not a bool), below 2**32 for a CRC-32."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return ok and (not crc or value < _U32)
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -42,9 +42,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DatabaseError
 
 from engine.errors import BadInput, CorruptCollection
-from engine.filters import compile_where, flatten_metadata, referenced_fields
+from engine.filters import compile_where, flatten_metadata, one_of, referenced_fields
 
-#: Ids per IN (...) list: well under SQLite's 32,766 bound variables.
+#: Ids per IN (...) list where the database allows that many bound parameters (see _chunk_size).
 CHUNK = 5_000
 
 schema = MetaData()
@@ -266,18 +266,21 @@ class Store:
         if not len(ids):
             return {}
         d = documents.c
-        query = select(d.id, d.external_id, d.content, d.metadata, d.modality).where(
-            d.id.in_([int(i) for i in ids]), visible(gen)
-        )
+        found: dict[int, Document] = {}
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return {r[0]: Document(r[1], r[2], json.loads(r[3]), r[4], r[0]) for r in rows}
+            for chunk in _chunks([int(i) for i in ids], _chunk_size(conn, 2)):
+                query = select(d.id, d.external_id, d.content, d.metadata, d.modality).where(
+                    d.id.in_(chunk), visible(gen)
+                )
+                for r in conn.execute(query):
+                    found[r[0]] = Document(r[1], r[2], json.loads(r[3]), r[4], r[0])
+        return found
 
     def get(self, external_ids: Sequence[str], gen: int) -> dict[str, Document]:
         d = documents.c
         found: dict[str, Document] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(external_ids), CHUNK):
+            for chunk in _chunks(list(external_ids), _chunk_size(conn, 2)):
                 query = select(d.id, d.external_id, d.content, d.metadata, d.modality).where(
                     d.external_id.in_(chunk), visible(gen)
                 )
@@ -306,24 +309,23 @@ class Store:
     ) -> np.ndarray:
         """Ids of visible documents matching ``where`` (optionally only among candidates)."""
         d = documents.c
-        query = select(d.id).where(visible(gen), compile_where(where, d.id, meta, d.modality))
-        if among is not None:
-            query = query.where(d.id.in_([int(i) for i in among]))
-        if limit is not None:
-            query = query.limit(limit)
-        return self._ids(query)
-
-    def _ids(self, query: Any) -> np.ndarray:
-        """A one-column id query as an int64 array, without building a Row per result."""
+        dialect = self.engine.dialect.name
+        query = select(d.id).where(
+            visible(gen), compile_where(where, d.id, meta, d.modality, dialect)
+        )
         with self.engine.connect() as conn:
-            compiled = query.compile(
-                dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
-            )
-            params = compiled.params
-            if compiled.positional:
-                params = tuple(params[name] for name in compiled.positiontup)
-            cursor = conn.exec_driver_sql(str(compiled), params)
-            return np.array([r[0] for r in cursor.fetchall()], dtype=np.int64)
+            if among is None:
+                return _ids(conn, query if limit is None else query.limit(limit))
+            among = [int(i) for i in among]
+            # One statement where one_of packs the ids into one parameter: each statement
+            # evaluates the whole filter again. Elsewhere chunks, beside the filter's parameters.
+            size = len(among) if dialect == "sqlite" else _chunk_size(conn, _n_params(conn, query))
+            found = [
+                _ids(conn, query.where(one_of(d.id, chunk, dialect)))
+                for chunk in _chunks(among, max(size, 1))
+            ]
+        ids = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+        return ids if limit is None else ids[:limit]
 
     def live_ids(self, gen: int) -> np.ndarray:
         with self.engine.connect() as conn:
@@ -346,7 +348,7 @@ class Store:
         d = documents.c
         out: dict[str, tuple[int, str]] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(external_ids), CHUNK):
+            for chunk in _chunks(list(external_ids), _chunk_size(conn, 1)):
                 query = select(d.external_id, d.id, d.content_hash).where(
                     d.external_id.in_(chunk), d.gen_deleted.is_(None), d.gen_added <= gen
                 )
@@ -378,7 +380,7 @@ class Store:
         ]
         keys = sorted({m[1] for m in meta_rows})
         with self.engine.begin() as conn:
-            for chunk in _chunks(retire, CHUNK):
+            for chunk in _chunks(retire, _chunk_size(conn, 1)):
                 conn.execute(
                     update(documents).where(documents.c.id.in_(chunk)).values(gen_deleted=new_gen)
                 )
@@ -458,6 +460,44 @@ def _id_array(result: Any) -> np.ndarray:
     """
     rows = result.cursor.fetchall() if result.cursor is not None else result.fetchall()
     return np.array(rows, dtype=np.int64).reshape(-1)
+
+
+def _ids(conn: Any, query: Any) -> np.ndarray:
+    """A one-column id query as an int64 array, without building a Row per result."""
+    sql, params = _compiled(conn, query)
+    cursor = conn.exec_driver_sql(sql, params)
+    return np.array([r[0] for r in cursor.fetchall()], dtype=np.int64)
+
+
+def _compiled(conn: Any, query: Any) -> tuple[str, Any]:
+    """The SQL and driver parameters of a query, lists expanded (their count is what counts)."""
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.params
+    if compiled.positional:
+        params = tuple(params[name] for name in compiled.positiontup)
+    return str(compiled), params
+
+
+def _n_params(conn: Any, query: Any) -> int:
+    return len(_compiled(conn, query)[1])
+
+
+def _chunk_size(conn: Any, reserved: int) -> int:
+    """Ids per statement beside ``reserved`` other parameters: CHUNK, or what the build allows.
+
+    SQLite allows 32,766 bound parameters since 3.32 and 999 before, and a build may choose
+    any other number; an id list past it failed with "too many SQL variables".
+    """
+    return max(1, min(CHUNK, _parameter_limit(conn) - reserved))
+
+
+def _parameter_limit(conn: Any) -> int:
+    if conn.dialect.name != "sqlite":
+        return 65_535  # PostgreSQL's and MySQL's wire protocols
+    dbapi = conn.connection.dbapi_connection
+    if hasattr(dbapi, "getlimit"):  # Python 3.11+
+        return int(dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    return 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
