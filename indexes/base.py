@@ -24,7 +24,7 @@ class VectorLookup(Protocol):
 class LookupRows:
     """Rows of vectors for ``ids`` read through a lookup on demand, shaped like an array.
 
-    Lets a switch (or the engine's rebuild) hand exact vectors to :meth:`VectorIndex.rebuild`
+    Lets a switch (or the engine's rebuild) hand exact vectors to an index's ``rebuild``
     chunk by chunk instead of holding a full copy. Part of the contract because both sides
     build it: the engine reaches index kinds only through this module.
     """
