@@ -13,20 +13,31 @@ from typing import Any
 import click
 
 from engine import cli_collections, cli_data, cli_plugins, cli_upkeep
-from engine.cli_towers import towers
 from engine.errors import HubsearchError
 
 EXAMPLES_HOME = "Collections live in --home, $HUBSEARCH_HOME or ~/.local/share/hubsearch."
 
 
 class _Group(click.Group):
-    """Turns hubsearch errors into one clean line and exit status 1."""
+    """The built-in commands plus the plugins' own; hubsearch errors become one clean line.
+
+    Plugin commands (entry points `hubsearch.commands`) are listed by name and imported only
+    when one is shown or run: `hubsearch add` imports none of them, `hubsearch --help` imports
+    each one's command module for its help line (which a plugin keeps light). A built-in name
+    wins over a plugin's, and a plugin that fails to load never breaks the others.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except HubsearchError as exc:
             raise click.ClickException(str(exc)) from None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *cli_plugins.plugin_command_names()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or cli_plugins.plugin_command(cmd_name)
 
 
 @click.group(cls=_Group, epilog=EXAMPLES_HOME)
@@ -64,7 +75,6 @@ COMMANDS = (
     cli_upkeep.compact,
     cli_plugins.plugins,
     cli_plugins.export_encoder,
-    towers,
 )
 for _command in COMMANDS:
     cli.add_command(_command)

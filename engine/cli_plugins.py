@@ -1,18 +1,61 @@
-"""Commands about plugins themselves: list them, export an encoder."""
+"""Plugins on the command line: their own commands, listing them, exporting an encoder.
+
+A plugin adds commands through the `hubsearch.commands` entry points (a click command or group),
+the same road encoders and index kinds take. They are found by name without importing anything,
+and one that fails to load becomes a stand-in that says why, so it never breaks the CLI.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 
 import click
 
 from engine.cli_common import engine_for, key_values, parse_options
+from engine.errors import PluginLoadError
+from engine.registry import COMMANDS, default_registry
+
+
+def plugin_command_names() -> list[str]:
+    return default_registry().names(COMMANDS)
+
+
+def plugin_command(name: str) -> click.Command | None:
+    """The command a plugin registers as ``name`` (imported now), a broken stand-in, or None."""
+    registry = default_registry()
+    if name not in registry.names(COMMANDS):
+        return None
+    try:
+        command = registry.load(COMMANDS, name)
+    except PluginLoadError as exc:
+        return _broken_command(name, str(exc))
+    if command.name != name:  # usage lines show the name the user typed
+        command = copy.copy(command)
+        command.name = name
+    return command
+
+
+def _broken_command(name: str, error: str) -> click.Command:
+    def fail(args: tuple[str, ...]) -> None:
+        raise PluginLoadError(error)
+
+    return click.Command(
+        name,
+        callback=fail,
+        params=[click.Argument(["args"], nargs=-1)],
+        help=f"BROKEN: {error} (see `hubsearch plugins`)",
+        context_settings={"ignore_unknown_options": True},
+        add_help_option=False,
+    )
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
-def plugins(as_json: bool) -> None:
-    """List encoders and index kinds, their entry points, and whether each loads.
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List encoders, index kinds and plugin commands, their entry points, and whether each loads.
 
     A plugin that fails to import is shown as BROKEN with its error; the others still work.
 
@@ -21,9 +64,19 @@ def plugins(as_json: bool) -> None:
     hubsearch plugins --json | jq 'select(.loads | not)'
     """
     from engine.cli_format import show_plugins
-    from engine.registry import default_registry
 
-    show_plugins(default_registry().describe(), as_json)
+    builtin = getattr(ctx.find_root().command, "commands", {})
+    infos = [
+        dataclasses.replace(
+            info,
+            loads=False,
+            error=f"command {info.name!r} is shadowed by the built-in command of that name",
+        )
+        if info.group == COMMANDS and info.name in builtin
+        else info
+        for info in default_registry().describe()
+    ]
+    show_plugins(infos, as_json)
 
 
 @click.command(name="export-encoder")

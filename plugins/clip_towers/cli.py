@@ -1,7 +1,8 @@
 """`hubsearch towers`: train text and image towers on your own pairs, and measure them.
 
-Kept apart from cli.py because it is a workflow of its own (hours of training, not a query) and
-pulls in training code; TensorFlow is imported only inside the commands.
+A plugin command, registered under the `hubsearch.commands` entry points exactly as a third
+party registers its own. This module stays light (click only): `hubsearch --help` imports it for
+the help line, so training code and TensorFlow are imported only inside the commands.
 """
 
 from __future__ import annotations
