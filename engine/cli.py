@@ -7,12 +7,11 @@ commands live by subject in cli_collections, cli_data, cli_upkeep and cli_plugin
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
 
-from engine import cli_collections, cli_data, cli_plugins, cli_upkeep
+from engine import cli_collections, cli_data, cli_plugins, cli_startup, cli_upkeep
 from engine.errors import HubsearchError
 
 EXAMPLES_HOME = "Collections live in --home, $HUBSEARCH_HOME or ~/.local/share/hubsearch."
@@ -47,9 +46,15 @@ class _Group(click.Group):
     envvar="HUBSEARCH_HOME",
     help="Folder holding the collections.",
 )
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Show TensorFlow's start-up messages and debug logs (also: HUBSEARCH_LOG=debug).",
+)
 @click.version_option(package_name="hubsearch")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None) -> None:
+def cli(ctx: click.Context, home: str | None, verbose: bool) -> None:
     """Semantic search over your knowledge base: FAQ entries, tickets, product photos.
 
     \b
@@ -58,6 +63,7 @@ def cli(ctx: click.Context, home: str | None) -> None:
     hubsearch search faq "Wie setze ich meine PIN zurück?" -k 3
     """
     ctx.obj = home
+    cli_startup.configure(ctx, verbose)
 
 
 COMMANDS = (
@@ -81,8 +87,6 @@ for _command in COMMANDS:
 
 
 def main() -> None:
-    # TensorFlow's C++ start-up chatter would drown the one-line output users script against.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cli(prog_name="hubsearch")
 
 

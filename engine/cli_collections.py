@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from engine.cli_common import engine_for, key_values, parse_options
+from engine.cli_startup import prepare_encoder
 from engine.errors import UnknownOption
 
 
@@ -78,6 +79,7 @@ def _route_options(
             if exc.key not in plain:
                 raise
             idx[exc.key] = enc.pop(exc.key)
+    prepare_encoder(encoder_obj)  # its width may come from the model
     try:
         eng.registry.index_class(index)(encoder_obj.dim, **idx)
     except UnknownOption as exc:

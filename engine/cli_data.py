@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from engine.cli_common import engine_for
+from engine.cli_startup import prepare_encoder
 from engine.ingest import Fields, check_unique, is_text_file, read_rows, read_sidecar
 
 
@@ -65,6 +66,7 @@ def add(
     from engine.collection import AddReport
 
     col = engine_for(ctx).open(name)
+    prepare_encoder(col.encoder)
     if progress is None:
         progress = sys.stderr.isatty() and not as_json
     fields = Fields(id=id_field, text=text_field, meta=meta_fields)
@@ -193,6 +195,7 @@ def search(
     if sum(x is not None for x in (query, image, queries)) != 1:
         raise BadInput("search needs exactly one of: QUERY, --image PATH, --queries FILE")
     col = engine_for(ctx).open(name)
+    prepare_encoder(col.encoder)
     if queries is not None:
         rows = read_rows(Path(queries), Fields(text=text_field))
         results = col.search_many([r.text for r in rows], k=k, where=filt, modality=modality)

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from engine.cli_common import engine_for, key_values, parse_options
+from engine.cli_startup import prepare_encoder
 from engine.errors import PluginLoadError
 from engine.registry import COMMANDS, default_registry
 
@@ -96,6 +97,7 @@ def export_encoder(
     from engine.errors import BadInput
 
     enc = engine_for(ctx).build_encoder(encoder, parse_options(options, "-o"))
+    prepare_encoder(enc)
     if not hasattr(enc, "export"):
         raise BadInput(f"encoder {encoder!r} cannot be exported as a SavedModel")
     enc.export(Path(directory))

@@ -62,6 +62,9 @@ class EncoderBase(ABC):
     modalities: ClassVar[frozenset[str]] = frozenset()
     #: Items per model call the engine should use unless the user says otherwise.
     batch_size: int = 64
+    #: Whether encoding imports TensorFlow. The CLI then imports it first, before the command
+    #: prints anything, because TensorFlow's start-up lines can be silenced no other way.
+    uses_tensorflow: ClassVar[bool] = False
     dim: int
 
     def __init__(self, **options: Any) -> None:

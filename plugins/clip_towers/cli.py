@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from engine.cli_startup import start_tensorflow
+
 
 @click.group()
 def towers() -> None:
@@ -85,6 +87,7 @@ def train(pairs: str, out: str, image_field: str, text_field: str, group_field: 
     hubsearch towers train pairs.jsonl --out towers --epochs 30 --fine-tune-epochs 3
     tensorboard --logdir towers/logs
     """
+    start_tensorflow()
     from plugins.clip_towers.fit import FitConfig
     from plugins.clip_towers.train import TrainConfig, train_towers
 
@@ -126,6 +129,7 @@ def evaluate(towers_dir: str, pairs: str, image_field: str, text_field: str,
     hubsearch towers eval shop-towers held-out.jsonl
     hubsearch towers eval shop-towers held-out.de.jsonl --json
     """
+    start_tensorflow()
     from plugins.clip_towers import ClipTowersEncoder
     from plugins.clip_towers.evaluate import evaluate_towers
 

@@ -38,6 +38,7 @@ class EfficientNetEncoder(EncoderBase):
     """
 
     name = "efficientnet"
+    uses_tensorflow = True
     modalities = frozenset({"image"})
     batch_size = 32
 

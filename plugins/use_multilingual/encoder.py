@@ -34,6 +34,7 @@ class UseMultilingualEncoder(EncoderBase):
     """
 
     name = "use-multilingual"
+    uses_tensorflow = True
     modalities = frozenset({TEXT})
     batch_size = 256
 
