@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from engine.cli_common import engine_for, key_values, parse_options
-from engine.cli_startup import prepare_encoder
+from engine.cli_startup import tensorflow_quietly
 from engine.errors import UnknownOption
 
 
@@ -46,17 +46,18 @@ def create(
     from engine.api import DEFAULT_INDEX
 
     eng = engine_for(ctx)
-    enc_opts, idx_opts = _route_options(
-        eng, encoder, index_kind or DEFAULT_INDEX, parse_options(options, "-o")
-    )
-    col = eng.create(
-        name,
-        encoder=encoder,
-        index=index_kind or DEFAULT_INDEX,
-        options=enc_opts,
-        index_options=idx_opts,
-        store_url=store_url,
-    )
+    with tensorflow_quietly():  # an encoder may load its model to learn its width
+        enc_opts, idx_opts = _route_options(
+            eng, encoder, index_kind or DEFAULT_INDEX, parse_options(options, "-o")
+        )
+        col = eng.create(
+            name,
+            encoder=encoder,
+            index=index_kind or DEFAULT_INDEX,
+            options=enc_opts,
+            index_options=idx_opts,
+            store_url=store_url,
+        )
     click.echo(
         f"created {name!r}: encoder {encoder} ({col.dim}-d), "
         f"index {index_kind or DEFAULT_INDEX}, in {col.folder}"
@@ -79,7 +80,6 @@ def _route_options(
             if exc.key not in plain:
                 raise
             idx[exc.key] = enc.pop(exc.key)
-    prepare_encoder(encoder_obj)  # its width may come from the model
     try:
         eng.registry.index_class(index)(encoder_obj.dim, **idx)
     except UnknownOption as exc:

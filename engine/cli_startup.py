@@ -3,11 +3,13 @@
 TensorFlow 2.21 writes its start-up lines (absl's "log messages before InitializeLog", the CUDA
 probe, a cuInit "E" line on a machine that simply has no GPU) straight to file descriptor 2
 before its logging is initialised, so ``TF_CPP_MIN_LOG_LEVEL`` cannot silence them. A command
-that will run TensorFlow therefore imports it here first, with fd 2 pointed at a temporary
-file, and replays what was captured only when something is wrong: TensorFlow failed to import,
-or NVIDIA devices are present but TensorFlow cannot use them. ``--verbose`` /
-``HUBSEARCH_LOG=debug`` capture nothing. The import happens before the command's own output
-starts, so a progress bar (tqdm writes to stderr) is never swallowed.
+that will run TensorFlow therefore imports it here first (:func:`start_tensorflow`), with fd 2
+pointed at a temporary file, and replays what was captured only when something is wrong:
+TensorFlow failed to import, or NVIDIA devices are present but TensorFlow cannot use them.
+``--verbose`` / ``HUBSEARCH_LOG=debug`` capture nothing. The import happens before the
+command's own output starts, so a progress bar (tqdm writes to stderr) is never swallowed.
+`create`, which needs TensorFlow only for an encoder that must load its model to learn its
+width, wraps that step in :func:`tensorflow_quietly` instead of paying for the import always.
 
 This belongs to the CLI alone. File descriptor 2 is the whole process's: the library, where an
 embedding backend or a server imports TensorFlow lazily from a request thread while other
@@ -23,6 +25,8 @@ import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import click
@@ -65,23 +69,34 @@ def start_tensorflow() -> None:
     """Import TensorFlow quietly; show its own messages only if it is broken.
 
     Plugin commands that run TensorFlow call this first thing in their callback. A failed
-    import raises :class:`PluginLoadError` after replaying TensorFlow's messages; GPUs that are
-    present but unusable are reported and the command goes on, on the CPU.
+    import raises :class:`PluginLoadError` after TensorFlow's own messages.
     """
+    try:
+        with tensorflow_quietly():
+            import tensorflow  # noqa: F401
+    except Exception as exc:  # a broken install fails in many ways; each is the same to the user
+        line = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        raise PluginLoadError(f"TensorFlow failed to import: {line}") from None
+
+
+@contextmanager
+def tensorflow_quietly() -> Iterator[None]:
+    """Hold back what TensorFlow prints if it starts inside this block (which must print
+    nothing to stderr itself): shown when the block fails, or with a warning when NVIDIA GPUs
+    are present but unusable (the command then goes on, on the CPU). Idempotent."""
     if "tensorflow" in sys.modules:
+        yield
         return
-    if is_verbose():
-        error, gpus_broken = _import_tensorflow()
-        captured = ""
-    else:
-        with _Fd2Capture() as capture:
-            error, gpus_broken = _import_tensorflow()
-        captured = capture.text
-    if error is not None or gpus_broken:
-        click.echo(captured, err=True, nl=False)
-    if error is not None:
-        raise PluginLoadError(f"TensorFlow failed to import: {error}")
+    capture = None if is_verbose() else _Fd2Capture()
+    try:
+        with capture or nullcontext():
+            yield
+            gpus_broken = "tensorflow" in sys.modules and _gpus_broken()
+    except Exception:
+        _replay(capture)
+        raise
     if gpus_broken:
+        _replay(capture)
         click.echo(
             "warning: this machine has NVIDIA GPUs but TensorFlow cannot use them (its messages "
             "are above); running on the CPU. CUDA_VISIBLE_DEVICES=-1 hides them.",
@@ -89,19 +104,18 @@ def start_tensorflow() -> None:
         )
 
 
-def _import_tensorflow() -> tuple[str | None, bool]:
-    """(the import error as one line, or None; whether present GPUs failed to initialise)."""
-    try:
-        import tensorflow as tf
-
-        # Listing the GPUs runs cuInit now, inside the capture, instead of at the first op.
-        gpus = tf.config.list_physical_devices("GPU")
-        return None, not gpus and _gpus_expected(tf)
-    except Exception as exc:  # a broken install fails in many ways; each is the same to the user
-        return traceback.format_exception_only(type(exc), exc)[-1].strip(), False
+def _replay(capture: _Fd2Capture | None) -> None:
+    if capture is not None:
+        click.echo(capture.text, err=True, nl=False)
 
 
-def _gpus_expected(tf: Any) -> bool:
+def _gpus_broken() -> bool:
+    """NVIDIA devices are present and not hidden, TensorFlow is built for CUDA, yet sees none."""
+    import tensorflow as tf
+
+    # Listing the GPUs runs cuInit now, inside the capture, instead of at the first op.
+    if tf.config.list_physical_devices("GPU"):
+        return False
     if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
         return False  # hidden on purpose
     return bool(glob.glob(NVIDIA_DEVICES)) and tf.test.is_built_with_cuda()

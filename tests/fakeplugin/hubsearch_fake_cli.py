@@ -12,6 +12,7 @@ import json
 import click
 
 from engine.cli_common import engine_for
+from engine.cli_startup import start_tensorflow
 
 #: Registered as `not-a-command`: an entry point naming something that is not a click command.
 VERSION = "1.0"
@@ -44,3 +45,12 @@ def embed(text: str, dim: int) -> None:
 def count(ctx: click.Context, name: str) -> None:
     """Print how many documents collection NAME holds (in the --home the user chose)."""
     click.echo(engine_for(ctx).open(name).count())
+
+
+@fake.command("tf-version")
+def tf_version() -> None:
+    """Print TensorFlow's version, starting it quietly the way a plugin command should."""
+    start_tensorflow()
+    import tensorflow as tf
+
+    click.echo(tf.__version__)
