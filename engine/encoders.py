@@ -12,13 +12,21 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from engine.errors import BadInput, UnknownOption
+from engine.errors import BadInput
 from engine.limits import check_text_size
+
+# Option parsing lives in engine.options, which index kinds share; encoder plugins have always
+# imported it from here, so it stays importable from here.
+from engine.options import option_bool as option_bool
+from engine.options import option_float as option_float
+from engine.options import option_int as option_int
+from engine.options import option_str as option_str
+from engine.options import reject_unknown_options as reject_unknown_options
 
 TEXT = "text"
 IMAGE = "image"
@@ -62,6 +70,9 @@ class EncoderBase(ABC):
     #: SavedModel folder, a weights file). A model is code: a SavedModel graph can read and
     #: write files. `hubsearch info` lists these so users see what a collection trusts.
     external_options: ClassVar[frozenset[str]] = frozenset()
+    #: Whether encoding imports TensorFlow. The CLI then imports it first, before the command
+    #: prints anything, because TensorFlow's start-up lines can be silenced no other way.
+    uses_tensorflow: ClassVar[bool] = False
     dim: int
 
     def __init__(self, **options: Any) -> None:
@@ -192,59 +203,6 @@ def validate_vectors(vectors: Any, dim: int, what: str = "vectors") -> np.ndarra
     return l2_normalise(array)
 
 
-# ----------------------------------------------------------------------------------------------
-# Option parsing. The CLI hands options over as strings (`-o dim=512`), Python callers as typed
-# values; every plugin reads them through these helpers so both roads behave the same.
-
-
-def option_str(options: Mapping[str, Any], key: str, default: str | None = None) -> str | None:
-    value = options.get(key, default)
-    return None if value is None else str(value)
-
-
-def option_int(options: Mapping[str, Any], key: str, default: int | None = None) -> int | None:
-    value = options.get(key, default)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise BadInput(f"option {key!r}: expected an integer, got {value!r}") from None
-
-
-def option_float(
-    options: Mapping[str, Any], key: str, default: float | None = None
-) -> float | None:
-    value = options.get(key, default)
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise BadInput(f"option {key!r}: expected a number, got {value!r}") from None
-
-
-def option_bool(options: Mapping[str, Any], key: str, default: bool = False) -> bool:
-    value = options.get(key, default)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise BadInput(f"option {key!r}: expected true or false, got {value!r}")
-
-
-def reject_unknown_options(options: Mapping[str, Any], known: set[str], owner: str) -> None:
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UnknownOption(
-            f"{owner}: unknown option {unknown[0]!r} (known: {', '.join(sorted(known)) or 'none'})",
-            unknown[0],
-        )
-
-
 class Lazy(Generic[T]):
     """A model built on first use, exactly once even when request threads ask at the same time.
 
@@ -270,4 +228,3 @@ class Lazy(Generic[T]):
     @property
     def loaded(self) -> bool:
         return self._value is not None
-

@@ -17,8 +17,7 @@ from engine.manifest import Manifest, indexable
 from engine.registry import Registry
 from engine.store import Store
 from engine.vectors import VectorFile
-from indexes.auto import LookupRows
-from indexes.base import VectorIndex
+from indexes.base import LookupRows, VectorIndex
 
 CHUNK = 65_536
 

@@ -1,9 +1,9 @@
 """Plugin discovery through entry points: the only global state hubsearch keeps.
 
-Built-in encoders and index kinds are registered in ``pyproject.toml`` exactly as a third-party
-package registers its own, so both take the same road. Entry points are listed lazily and each
-is imported on first use in its own ``try``: a plugin that fails to import is reported by name
-with its error and never hides the others.
+Built-in encoders, index kinds and commands are registered in ``pyproject.toml`` exactly as a
+third-party package registers its own, so both take the same road. Entry points are listed
+lazily and each is imported on first use in its own ``try``: a plugin that fails to import is
+reported by name with its error and never hides the others.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from engine.errors import PluginLoadError, PluginNotFound
 
 ENCODERS = "hubsearch.encoders"
 INDEXES = "hubsearch.indexes"
-GROUPS = (ENCODERS, INDEXES)
-_KIND = {ENCODERS: "encoder", INDEXES: "index kind"}
+COMMANDS = "hubsearch.commands"
+GROUPS = (ENCODERS, INDEXES, COMMANDS)
+_KIND = {ENCODERS: "encoder", INDEXES: "index kind", COMMANDS: "command"}
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class PluginInfo:
 
 
 class Registry:
-    """Maps plugin names to classes for both groups.
+    """Maps plugin names to what they register: encoder and index classes, click commands.
 
     ``entry_points`` may be injected (tests build a registry holding only test plugins);
     by default the installed distributions are scanned once, on first lookup.
@@ -76,12 +77,17 @@ class Registry:
             raise PluginLoadError(self._errors[key])
         try:
             obj = points[name].load()
+            _check_loaded(group, obj)
         except Exception as exc:  # any import failure is the plugin's, not ours
             line = traceback.format_exception_only(type(exc), exc)[-1].strip()
             self._errors[key] = f"{_KIND[group]} {name!r} failed to load: {line}"
             raise PluginLoadError(self._errors[key]) from exc
         self._loaded[key] = obj
         return obj
+
+    def names(self, group: str) -> list[str]:
+        """Registered names in ``group``, without importing any plugin."""
+        return sorted(self._entry_points()[group])
 
     def encoder_class(self, name: str) -> Any:
         return self.load(ENCODERS, name)
@@ -102,6 +108,15 @@ class Registry:
                 except PluginLoadError as exc:
                     infos.append(PluginInfo(group, name, ep.value, dist_label, False, str(exc)))
         return infos
+
+
+def _check_loaded(group: str, obj: Any) -> None:
+    """A command entry point must name a click command; anything else would break the CLI."""
+    if group == COMMANDS:
+        import click
+
+        if not isinstance(obj, click.Command):
+            raise TypeError(f"{type(obj).__name__} is not a click command or group")
 
 
 @lru_cache(maxsize=1)

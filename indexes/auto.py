@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from engine.encoders import option_float, option_int, reject_unknown_options
 from engine.errors import BadInput
+from engine.options import option_float, option_int, reject_unknown_options
 from indexes._snapshot import SnapshotWriter, open_snapshot, write_snapshot
-from indexes.base import VectorIndex, VectorLookup, as_ids
+from indexes.base import LookupRows, VectorIndex, VectorLookup, as_ids
 
 OPTIONS = {"exact_max", "memory_mb", "ivfpq_min"}
 ORDER = ("flat", "hnsw", "ivfpq")
@@ -42,23 +42,6 @@ def _kind_class(kind: str) -> type[VectorIndex]:
     from indexes.ivfpq import IvfPqIndex
 
     return IvfPqIndex
-
-
-class LookupRows:
-    """Rows of vectors for ``ids`` read through a lookup on demand, shaped like an array.
-
-    Lets a switch hand the engine's vectors to :meth:`rebuild` chunk by chunk instead of
-    holding a full copy.
-    """
-
-    def __init__(self, ids: np.ndarray, lookup: VectorLookup) -> None:
-        self._ids, self._lookup = ids, lookup
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __getitem__(self, rows: Any) -> np.ndarray:
-        return np.asarray(self._lookup.get(self._ids[rows]), dtype=np.float32)
 
 
 class AutoIndex(VectorIndex):

@@ -21,6 +21,24 @@ class VectorLookup(Protocol):
     def get(self, ids: np.ndarray) -> np.ndarray: ...
 
 
+class LookupRows:
+    """Rows of vectors for ``ids`` read through a lookup on demand, shaped like an array.
+
+    Lets a switch (or the engine's rebuild) hand exact vectors to an index's ``rebuild``
+    chunk by chunk instead of holding a full copy. Part of the contract because both sides
+    build it: the engine reaches index kinds only through this module.
+    """
+
+    def __init__(self, ids: np.ndarray, lookup: VectorLookup) -> None:
+        self._ids, self._lookup = ids, lookup
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return np.asarray(self._lookup.get(self._ids[rows]), dtype=np.float32)
+
+
 class VectorIndex(ABC):
     """Base class of index kinds. Construction is cheap; FAISS is imported lazily."""
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.encoders import reject_unknown_options
+from engine.options import reject_unknown_options
 from indexes._exact import reserve_storage, score_rows, topk
 from indexes._idmap import IdMap
 from indexes.base import VectorIndex, as_ids, as_vectors, empty_result

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.encoders import option_float, option_int, reject_unknown_options
 from engine.errors import BadInput
+from engine.options import option_float, option_int, reject_unknown_options
 from indexes._exact import chunks, reserve_storage, score_rows, topk
 from indexes._idmap import IdMap
 from indexes._select import bitmap, bitmap_selector

@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from engine.encoders import (
+from engine.errors import BadInput
+from engine.options import (
     option_bool,
     option_float,
     option_int,
     option_str,
     reject_unknown_options,
 )
-from engine.errors import BadInput
 from indexes import _ivf_train as training
 from indexes import gpu
 from indexes._exact import chunks, exact_search, rerank, topk

@@ -44,6 +44,7 @@ class ClipTowersEncoder(EncoderBase):
     """
 
     name = "clip-towers"
+    uses_tensorflow = True
     modalities = frozenset({TEXT, IMAGE})
     external_options = frozenset({"towers", "text", "image"})
     batch_size = 64

@@ -38,6 +38,7 @@ class EfficientNetEncoder(EncoderBase):
     """
 
     name = "efficientnet"
+    uses_tensorflow = True
     modalities = frozenset({"image"})
     external_options = frozenset({"handle", "weights"})
     batch_size = 32

@@ -34,6 +34,7 @@ class UseMultilingualEncoder(EncoderBase):
     """
 
     name = "use-multilingual"
+    uses_tensorflow = True
     modalities = frozenset({TEXT})
     external_options = frozenset({"handle"})
     batch_size = 256

@@ -15,12 +15,21 @@ ENTRY_POINTS = """\
 [hubsearch.encoders]
 fake-hash = hubsearch_fake:HashEncoder
 broken-encoder = hubsearch_fake_missing_module:Encoder
+
+[hubsearch.commands]
+fake = hubsearch_fake_cli:fake
+broken-command = hubsearch_fake_missing_module:cli
+not-a-command = hubsearch_fake_cli:VERSION
+add = hubsearch_fake_cli:fake
 """
+
+MODULES = ("hubsearch_fake.py", "hubsearch_fake_cli.py")
 
 
 def install(target: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(HERE / "hubsearch_fake.py", target / "hubsearch_fake.py")
+    for module in MODULES:
+        shutil.copy(HERE / module, target / module)
     dist = target / "hubsearch_fake-1.0.dist-info"
     dist.mkdir(exist_ok=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: hubsearch-fake\nVersion: 1.0\n")

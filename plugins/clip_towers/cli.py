@@ -1,7 +1,8 @@
 """`hubsearch towers`: train text and image towers on your own pairs, and measure them.
 
-Kept apart from cli.py because it is a workflow of its own (hours of training, not a query) and
-pulls in training code; TensorFlow is imported only inside the commands.
+A plugin command, registered under the `hubsearch.commands` entry points exactly as a third
+party registers its own. This module stays light (click only): `hubsearch --help` imports it for
+the help line, so training code and TensorFlow are imported only inside the commands.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from engine.cli_startup import start_tensorflow
 
 
 @click.group()
@@ -84,6 +87,7 @@ def train(pairs: str, out: str, image_field: str, text_field: str, group_field: 
     hubsearch towers train pairs.jsonl --out towers --epochs 30 --fine-tune-epochs 3
     tensorboard --logdir towers/logs
     """
+    start_tensorflow()
     from plugins.clip_towers.fit import FitConfig
     from plugins.clip_towers.train import TrainConfig, train_towers
 
@@ -125,6 +129,7 @@ def evaluate(towers_dir: str, pairs: str, image_field: str, text_field: str,
     hubsearch towers eval shop-towers held-out.jsonl
     hubsearch towers eval shop-towers held-out.de.jsonl --json
     """
+    start_tensorflow()
     from plugins.clip_towers import ClipTowersEncoder
     from plugins.clip_towers.evaluate import evaluate_towers
 
