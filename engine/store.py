@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -133,6 +134,17 @@ def visible(gen: int) -> Any:
     return and_(d.gen_added <= gen, or_(d.gen_deleted.is_(None), d.gen_deleted > gen))
 
 
+#: Documents by internal id at a generation. Built once: SQLAlchemy then reuses its compiled
+#: form, where a statement built per call cost 1.2 ms of Python (held under the GIL) per search.
+_FETCH = select(
+    documents.c.id,
+    documents.c.external_id,
+    documents.c.content,
+    documents.c.metadata,
+    documents.c.modality,
+).where(documents.c.id.in_(bindparam("ids", expanding=True)), visible(bindparam("gen")))
+
+
 def connect(url: str) -> Engine:
     """An engine with SQLite tuned for one writer and many readers (WAL, full fsync)."""
     engine = create_engine(url, future=True)
@@ -190,6 +202,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = connect(url)
+        self._fields: set[str] = set()  # seen in the fields table, which only grows
 
     def create_schema(self) -> None:
         schema.create_all(self.engine)
@@ -263,16 +276,13 @@ class Store:
             return int(conn.execute(select(func.count()).where(visible(gen))).scalar_one())
 
     def fetch(self, ids: Sequence[int], gen: int) -> dict[int, Document]:
+        """The hits' documents: every search calls this, so its statement is built once."""
         if not len(ids):
             return {}
-        d = documents.c
         found: dict[int, Document] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks([int(i) for i in ids], _chunk_size(conn, 2)):
-                query = select(d.id, d.external_id, d.content, d.metadata, d.modality).where(
-                    d.id.in_(chunk), visible(gen)
-                )
-                for r in conn.execute(query):
+                for r in conn.execute(_FETCH, {"ids": chunk, "gen": gen}):
                     found[r[0]] = Document(r[1], r[2], json.loads(r[3]), r[4], r[0])
         return found
 
@@ -293,11 +303,20 @@ class Store:
             return set(conn.execute(select(fields.c.key)).scalars())
 
     def check_fields(self, where: dict[str, Any]) -> None:
-        missing = sorted(referenced_fields(where) - self.known_fields())
+        """Refuse a filter on a field no document has (almost always a typo).
+
+        The fields table only grows, so fields once seen are not asked for again: chatbots
+        filter every query on the same few fields. A miss always asks the table again.
+        """
+        wanted = referenced_fields(where)
+        if wanted <= self._fields:
+            return
+        known = self._fields = self.known_fields()
+        missing = sorted(wanted - known)
         if missing:
             raise BadInput(
                 f"where: no document has the field {missing[0]!r}; "
-                f"known fields: {', '.join(sorted(self.known_fields())) or 'none'}"
+                f"known fields: {', '.join(sorted(known)) or 'none'}"
             )
 
     def matching_ids(
