@@ -24,6 +24,8 @@ import numpy as np
 DIM = 64
 SEEDS = 4_000
 SEARCHERS = 3
+#: Batches each writer makes however slow the machine, so searches always overlap writes.
+MIN_BATCHES = 3
 
 
 def seed_vectors() -> np.ndarray:
@@ -36,11 +38,11 @@ def batch(tag: str, n: int, size: int) -> tuple[list[str], np.ndarray]:
     return [f"{tag}{n}-{j}" for j in range(size)], x.astype(np.float32)
 
 
-def search_loop(col, kind: str, deadline: float, out: dict, lock: threading.Lock) -> None:
+def search_loop(col, kind: str, deadline: float, writing: threading.Event, out: dict, lock) -> None:
     seeds = seed_vectors()
     rng = random.Random()
     done, problems = 0, []
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline or writing.is_set():
         i = rng.randrange(SEEDS)
         filtered = rng.random() < 0.5
         where = {"half": i % 2} if filtered else None
@@ -63,10 +65,10 @@ def search_loop(col, kind: str, deadline: float, out: dict, lock: threading.Lock
         out["problems"].extend(problems[:5])
 
 
-def write_loop(col, deadline: float, out: dict, lock: threading.Lock) -> None:
+def write_loop(col, deadline: float, writing: threading.Event, out: dict, lock) -> None:
     """Adds, upserts and deletes its own documents; the seeds are never touched."""
     n, problems = 0, []
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline or n < MIN_BATCHES:
         try:
             ids, x = batch("t", n, 100)
             col.add(vectors=x, ids=ids, metadata=[{"half": j % 2} for j in range(100)])
@@ -78,6 +80,7 @@ def write_loop(col, deadline: float, out: dict, lock: threading.Lock) -> None:
             problems.append(f"writer thread: {type(exc).__name__}: {exc}")
             break
         n += 1
+    writing.clear()
     with lock:
         out["thread_batches"] = n
         out["problems"].extend(problems)
@@ -91,13 +94,14 @@ def run(home: str, name: str, seconds: float) -> None:
     kind = col.manifest.index["kind"]
     assert engine.open(name) is col  # one handle per engine, shared by the threads below
     out: dict = {"searches": 0, "problems": []}
-    lock = threading.Lock()
+    lock, writing = threading.Lock(), threading.Event()
+    writing.set()
     deadline = time.monotonic() + seconds
     threads = [
-        threading.Thread(target=search_loop, args=(col, kind, deadline, out, lock))
+        threading.Thread(target=search_loop, args=(col, kind, deadline, writing, out, lock))
         for _ in range(SEARCHERS)
     ]
-    threads.append(threading.Thread(target=write_loop, args=(col, deadline, out, lock)))
+    threads.append(threading.Thread(target=write_loop, args=(col, deadline, writing, out, lock)))
     for t in threads:
         t.start()
     for t in threads:
@@ -110,7 +114,7 @@ def write(home: str, name: str, seconds: float) -> None:
 
     col = Engine(home, lock_timeout=120).open(name)
     deadline, n = time.monotonic() + seconds, 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline or n < MIN_BATCHES:
         ids, x = batch("p", n, 200)
         col.add(vectors=x, ids=ids, metadata=[{"half": j % 2} for j in range(200)])
         n += 1
