@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from engine.cli_towers import towers
+from engine.cli_tune import register as register_tune
 from engine.errors import HubsearchError, UnknownOption
 from engine.ingest import Fields, check_unique, is_text_file, read_rows, read_sidecar
 
@@ -318,6 +319,8 @@ def _image_ids(files: list[Path], args: list[str]) -> list[str]:
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON object per hit (per query with --queries)."
 )
+@click.option("--min-score", default=None, metavar="auto|FLOAT", help="Drop hits below this "
+              "similarity ('auto': the threshold `hubsearch tune` calibrated).")
 @click.pass_context
 def search(
     ctx: click.Context,
@@ -330,6 +333,7 @@ def search(
     where: str | None,
     modality: str | None,
     as_json: bool,
+    min_score: str | None,
 ) -> None:
     """Find the K documents closest to QUERY (or to --image), optionally filtered.
 
@@ -347,13 +351,21 @@ def search(
     filt = parse_where(where)
     if sum(x is not None for x in (query, image, queries)) != 1:
         raise BadInput("search needs exactly one of: QUERY, --image PATH, --queries FILE")
+    from engine.cli_tune import min_score_value
+
+    floor = min_score_value(min_score)
     col = _engine(ctx).open(name)
     if queries is not None:
         rows = read_rows(Path(queries), Fields(text=text_field))
-        results = col.search_many([r.text for r in rows], k=k, where=filt, modality=modality)
+        results = col.search_many(
+            [r.text for r in rows], k=k, where=filt, modality=modality, min_score=floor
+        )
         show_query_results(rows, results, as_json)
         return
-    show_hits(col.search(query, image=image, k=k, where=filt, modality=modality), as_json)
+    show_hits(
+        col.search(query, image=image, k=k, where=filt, modality=modality, min_score=floor),
+        as_json,
+    )
 
 
 @cli.command()
@@ -574,6 +586,7 @@ def export_encoder(
 
 
 cli.add_command(towers)
+register_tune(cli)  # tune, answer
 
 
 def main() -> None:

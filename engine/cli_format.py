@@ -22,6 +22,7 @@ def hit_json(rank: int, hit: Any) -> dict[str, Any]:
         "rank": rank,
         "id": hit.id,
         "score": round(hit.score, 6),
+        "similarity": None if hit.similarity is None else round(hit.similarity, 6),
         "content": hit.content,
         "metadata": hit.metadata,
         "modality": hit.modality,

@@ -315,3 +315,46 @@ def test_tune_raises_knn1_on_a_banking77_slice_with_the_real_encoder(tmp_path):
     tuned = knn1(col, test, test_intents)
     assert report.committed, report.reason
     assert tuned >= frozen + 0.02, (frozen, tuned)
+
+
+@pytest.mark.parametrize("point", ["head-saved", "in-snapshot", "before-rename", "after-rename"])
+def test_a_crash_in_the_tune_commit_leaves_one_consistent_space(engine, point):
+    import os
+    import subprocess
+    import sys
+
+    from engine import Engine
+
+    col = desk(engine)
+    texts, intents = queries(100)
+    frozen = knn1(col, texts, intents)
+    gen = col.manifest.generation
+    worker = Path(__file__).parent / "procs" / "tune_worker.py"
+    proc = subprocess.run(
+        [sys.executable, str(worker), str(engine.home), "faq", point],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
+    )
+    assert proc.returncode == -9, proc.stdout + proc.stderr
+
+    col = Engine(engine.home, registry=engine.registry).open("faq")  # as a new process would
+    m = col.manifest
+    tuned = point == "after-rename"
+    assert (m.tune is not None) == tuned and m.generation == gen + tuned
+    live = col.store.live_ids(m.generation)
+    index = col.view.load_index()
+    assert np.array_equal(np.sort(index.ids()), live)
+    found, stored = index.stored_vectors(live[:20])
+    expected = col.view.vectors.get(found)
+    if tuned:
+        expected = col.view.head.apply(expected)
+    assert np.allclose(stored, expected, atol=1e-5)  # the index is wholly in one space
+    assert (knn1(col, texts, intents) > frozen) == tuned
+    # The next writer removes what the killed commit left behind; the collection works on.
+    col.add(texts=["key1x1 filler3"], ids=["after"], metadata=[{"intent": "intent1"}])
+    heads = sorted(p.name for p in col.folder.glob("tune-head-*"))
+    assert heads == ([m.tune["head"]] if tuned else [])
+    assert not list(col.folder.glob(".*.tmp"))
+    assert col.search("key1x1 filler3", k=1)[0].id == "after"
