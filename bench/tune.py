@@ -175,18 +175,28 @@ def main() -> None:
         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hubsearch-bench",
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only", choices=["full", "10-shot", "abstention"], default=None)
     args = parser.parse_args()
     data = vectors(args.cache)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        print("stage 1, all training utterances:", flush=True)
-        result = {"full": full(data, home, args.seeds)}
-        result["10-shot"] = few_shot(data, home, 10)
-        result["abstention"] = abstention(data, home)
+        parts = {
+            "full": lambda: full(data, home, args.seeds),
+            "10-shot": lambda: few_shot(data, home, 10),
+            "abstention": lambda: abstention(data, home),
+        }
+        result: dict[str, Any] = {}
+        for name, run in parts.items():
+            if args.only in (None, name):
+                print(f"{name}:", flush=True)
+                result[name] = run()
     result["load_before"] = load
     result["load_after"] = os.getloadavg()[0]
     if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    if args.only is not None:
         print(json.dumps(result, indent=2))
         return
     f, s, a = result["full"], result["10-shot"], result["abstention"]
