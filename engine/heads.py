@@ -16,7 +16,12 @@ from typing import Any
 
 
 def seed_everything(seed: int) -> None:
-    """Python's, NumPy's and TensorFlow's generators from one seed: a run can be repeated."""
+    """Python's, NumPy's and TensorFlow's generators from one seed: a run can be repeated.
+
+    Setting TensorFlow's global seed clears its kernel caches, which hold resources such as the
+    SentencePiece model of a loaded `use-multilingual`: call it before loading models for a
+    training run, never in a process that goes on serving an encoder it loaded earlier.
+    """
     import keras
 
     keras.utils.set_random_seed(int(seed))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.heads import EarlyStopping, contrastive_loss, seed_everything
+from engine.heads import EarlyStopping, contrastive_loss
 from engine.tune.data import Examples
 from engine.tune.head import Head
 
@@ -45,7 +45,9 @@ def train_head(
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    seed_everything(seed)
+    # NumPy's generator alone: the head starts at the identity and nothing else is random.
+    # TensorFlow's global seed is left alone, since setting it clears TensorFlow's kernel
+    # caches and with them the tokenizer of a `use-multilingual` encoder the process serves.
     rng = np.random.default_rng(seed)
     dim = ex.anchors.shape[1]
     weight = tf.Variable(np.eye(dim, dtype=np.float32), name="tune_weight")
