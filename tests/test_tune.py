@@ -360,3 +360,21 @@ def test_a_crash_in_the_tune_commit_leaves_one_consistent_space(engine, point):
     assert heads == ([m.tune["head"]] if tuned else [])
     assert not list(col.folder.glob(".*.tmp"))
     assert col.search("key1x1 filler3", k=1)[0].id == "after"
+
+
+def test_upkeep_of_a_tuned_collection_stays_in_the_tuned_space(engine):
+    from engine.repair import diagnose
+
+    col = desk(engine)
+    texts, intents = queries(100)
+    col.tune(label_field="intent", seed=0)
+    tuned = knn1(col, texts, intents)
+    assert diagnose(col.folder, engine.registry) == []  # verify compares head(log) with index
+    col.delete([f"d{i}" for i in range(0, 40, 2)])
+    col.compact()  # rewrites the base log, rebuilds the index through the head
+    col.reindex("hnsw")
+    assert diagnose(col.folder, engine.registry) == []
+    live = col.store.live_ids(col.manifest.generation)
+    found, stored = col.view.load_index().stored_vectors(live)
+    assert np.allclose(stored, col.view.head.apply(col.view.vectors.get(found)), atol=1e-5)
+    assert knn1(col, texts, intents) >= tuned - 0.05

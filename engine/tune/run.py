@@ -37,6 +37,9 @@ from engine.tune.train import TuneConfig, train_head
 class TuneReport:
     """Validation figures of the base space (``before``) and the tuned one (``after``).
 
+    ``before`` is always the base encoder's space, also when re-tuning a tuned collection: a new
+    head is trained from the base vectors and replaces the old one.
+
     Each holds ``knn@1``, ``recall@5``, ``mrr``, the calibrated ``threshold`` and, at it, the
     share of validation queries ``answered_right`` / ``answered_wrong`` (and
     ``negatives_rejected`` when negatives were given).
