@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from engine import cli_collections, cli_data, cli_plugins, cli_startup, cli_upkeep
+from engine import cli_collections, cli_data, cli_plugins, cli_startup, cli_tune, cli_upkeep
 from engine.errors import HubsearchError
 
 EXAMPLES_HOME = "Collections live in --home, $HUBSEARCH_HOME or ~/.local/share/hubsearch."
@@ -84,6 +84,7 @@ COMMANDS = (
 )
 for _command in COMMANDS:
     cli.add_command(_command)
+cli_tune.register(cli)  # tune, answer
 
 
 def main() -> None:

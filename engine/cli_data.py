@@ -165,6 +165,12 @@ def _image_ids(files: list[Path], args: list[str]) -> list[str]:
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON object per hit (per query with --queries)."
 )
+@click.option(
+    "--min-score",
+    default=None,
+    metavar="auto|FLOAT",
+    help="Drop hits below this similarity ('auto': the threshold `hubsearch tune` calibrated).",
+)
 @click.pass_context
 def search(
     ctx: click.Context,
@@ -177,6 +183,7 @@ def search(
     where: str | None,
     modality: str | None,
     as_json: bool,
+    min_score: str | None,
 ) -> None:
     """Find the K documents closest to QUERY (or to --image), optionally filtered.
 
@@ -194,14 +201,22 @@ def search(
     filt = parse_where(where)
     if sum(x is not None for x in (query, image, queries)) != 1:
         raise BadInput("search needs exactly one of: QUERY, --image PATH, --queries FILE")
+    from engine.cli_tune import min_score_value
+
+    floor = min_score_value(min_score)
     col = engine_for(ctx).open(name)
     prepare_encoder(col.encoder)
     if queries is not None:
         rows = read_rows(Path(queries), Fields(text=text_field))
-        results = col.search_many([r.text for r in rows], k=k, where=filt, modality=modality)
+        results = col.search_many(
+            [r.text for r in rows], k=k, where=filt, modality=modality, min_score=floor
+        )
         show_query_results(rows, results, as_json)
         return
-    show_hits(col.search(query, image=image, k=k, where=filt, modality=modality), as_json)
+    show_hits(
+        col.search(query, image=image, k=k, where=filt, modality=modality, min_score=floor),
+        as_json,
+    )
 
 
 @click.command()

@@ -45,6 +45,10 @@ class Hit:
     content: str
     metadata: dict[str, Any]
     modality: str
+    #: Cosine similarity of the query and the document in the collection's space (the tuned
+    #: one when tuned). Equal to ``score`` for vector search; a fused score (hybrid search) is
+    #: on another scale, and ``min_score`` always applies to this.
+    similarity: float | None = None
 
 
 @dataclass
@@ -125,10 +129,14 @@ class Collection:
         k: int = 10,
         where: dict[str, Any] | str | None = None,
         modality: str | None = None,
+        min_score: float | str | None = None,
     ) -> list[Hit]:
         """Top-k documents for a text, an image or a vector, optionally filtered by metadata.
 
         ``modality="image"`` keeps only images (a collection of twin towers holds both).
+        ``min_score`` drops hits whose similarity is below it; ``"auto"`` is the threshold
+        `tune` calibrated. On a tuned collection ``vector=`` is a vector of the base encoder's
+        space: it goes through the head like an encoded query.
         """
         given = [x is not None for x in (query, image, vector)]
         if sum(given) != 1:
@@ -136,7 +144,7 @@ class Collection:
         check_k(k, self.max_k)
         where = with_modality(parse_where(where), modality)
         q = self._query_vector(query, image, vector)
-        return self._search_vectors(q[None, :], k, where)[0]
+        return self._search_vectors(q[None, :], k, where, min_score)[0]
 
     def search_many(
         self,
@@ -148,6 +156,7 @@ class Collection:
         where: dict[str, Any] | str | None = None,
         modality: str | None = None,
         batch_size: int | None = None,
+        min_score: float | str | None = None,
     ) -> list[list[Hit]]:
         """Search many queries at once: encoded in batches, one index call when unfiltered."""
         if sum(x is not None for x in (queries, images, vectors)) != 1:
@@ -170,18 +179,49 @@ class Collection:
                 for s in range(0, len(items), step)
             ]
             q = np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
-        return self._search_vectors(q, k, where)
+        return self._search_vectors(q, k, where, min_score)
+
+    def answer(
+        self,
+        query: str | None = None,
+        *,
+        image: Any = None,
+        vector: Any = None,
+        where: dict[str, Any] | str | None = None,
+        min_score: float | str = "auto",
+    ) -> Hit | None:
+        """The best hit if it clears the threshold, else None: "I don't know", not a guess."""
+        hits = self.search(
+            query, image=image, vector=vector, k=1, where=where, min_score=min_score
+        )
+        return hits[0] if hits else None
+
+    def tune(self, **options: Any) -> Any:
+        """Train a head on this collection's vectors; see :func:`engine.tune.run.tune`."""
+        from engine.tune.run import tune
+
+        return tune(self, **options)
+
+    def untune(self) -> Manifest:
+        """Back to the base encoder's space, as a new generation (no re-encoding)."""
+        from engine.tune.run import untune
+
+        return untune(self)
 
     def _search_vectors(
-        self, q: np.ndarray, k: int, where: dict[str, Any] | None
+        self, q: np.ndarray, k: int, where: dict[str, Any] | None, min_score: Any = None
     ) -> list[list[Hit]]:
+        check_min_score(min_score)
         if where is not None:
             self.store.check_fields(where)
         for _ in range(3):
             with self.view.reading() as served:
+                # The query enters the space of the generation it searches, never another's.
+                mapped = q if served.head is None else served.head.apply(q)
+                floor = resolve_min_score(min_score, served.manifest)
                 # More hits than documents cannot exist: result arrays are sized by k up front.
                 kk = min(k, max(served.manifest.count, 1))
-                found = self.planner.candidates_many(q, kk, where, served)
+                found = self.planner.candidates_many(mapped, kk, where, served)
             wanted = np.unique(np.concatenate([ids for ids, _ in found]) if found else [])
             docs = self.store.fetch(wanted.astype(np.int64), served.manifest.generation)
             if len(docs) == len(wanted):
@@ -189,9 +229,9 @@ class Collection:
             # A concurrent commit purged rows of the generation we searched: search again.
         return [
             [
-                Hit(docs[i].id, float(s), docs[i].content, docs[i].metadata, docs[i].modality)
+                Hit(docs[i].id, s, docs[i].content, docs[i].metadata, docs[i].modality, s)
                 for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
-                if i in docs
+                if i in docs and (floor is None or s >= floor)
             ]
             for ids, scores in found
         ]
@@ -409,6 +449,29 @@ def with_modality(where: dict[str, Any] | None, modality: str | None) -> dict[st
     if modality not in (TEXT, IMAGE):
         raise BadInput(f"modality must be 'text' or 'image', got {modality!r}")
     return {"$and": [where, {"$modality": modality}]} if where else {"$modality": modality}
+
+
+def check_min_score(value: Any) -> None:
+    if value is None or value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1:
+        raise BadInput(
+            f"min_score must be 'auto' or a similarity between -1 and 1, got {value!r}"
+        )
+
+
+def resolve_min_score(value: Any, manifest: Manifest) -> float | None:
+    """The similarity floor of a search: a number as given, "auto" from the tune record."""
+    if value != "auto":
+        return None if value is None else float(value)
+    threshold = (manifest.tune or {}).get("threshold")
+    if threshold is None:
+        raise BadInput(
+            f"min_score='auto' needs a calibrated threshold, and collection {manifest.name!r} "
+            f"has none: tune it (`hubsearch tune {manifest.name} --label-field FIELD` or "
+            f"col.tune(...)) or pass a number such as min_score=0.5"
+        )
+    return float(threshold)
 
 
 def check_same_space(manifest: Manifest, encoder: Encoder) -> None:

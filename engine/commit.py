@@ -30,6 +30,7 @@ from engine.manifest import (
     write_manifest,
 )
 from engine.store import NewRow, Store
+from engine.tune.head import PREFIX as HEAD_PREFIX
 from engine.vectors import VectorWriter
 from indexes.base import VectorIndex
 
@@ -55,6 +56,9 @@ class Change:
     index_kind: dict[str, Any] | None = None  # its {"kind", "params"} when the kind changes
     vector_files: VectorFiles | None = None  # a compaction's new epoch
     event: dict[str, Any] | None = None  # recorded in the manifest's history
+    #: A tune or untune (engine.tune): the new ``Manifest.tune`` record, ``{}`` for none. It
+    #: always comes with a replacement ``index`` built in that space.
+    tune: dict[str, Any] | None = None
 
 
 class Writer:
@@ -108,9 +112,12 @@ class Writer:
         keep = set()
         if m.snapshot_generation is not None:
             keep.add(snapshot_path(self.folder, m.snapshot_generation).name)
-        for path in self.folder.glob("index-*.faiss"):
-            if path.name not in keep:
-                path.unlink(missing_ok=True)
+        if m.tune:
+            keep.add(m.tune["head"])
+        for pattern in ("index-*.faiss", f"{HEAD_PREFIX}*"):
+            for path in self.folder.glob(pattern):
+                if path.name not in keep:
+                    path.unlink(missing_ok=True)
         for path in self.folder.glob(".*.tmp"):
             path.unlink(missing_ok=True)
         self.vectors.remove_epochs_before(m.vectors.epoch)
@@ -134,7 +141,7 @@ class Writer:
                     index.remove(np.asarray(change.retire, dtype=np.int64))
                 if change.rows:
                     ids = np.asarray([r.internal_id for r in change.rows], dtype=np.int64)
-                    index.add(ids, change.vectors)
+                    index.add(ids, self.view.to_index(change.vectors))
                 new = self._publish(m, change, index, files, gen)
         if new.snapshot_generation != m.snapshot_generation:
             if m.snapshot_generation is not None:
@@ -170,6 +177,7 @@ class Writer:
             index=index_meta,
             history=tuple(history),
             uuid=m.uuid or new_uuid(),
+            tune=m.tune if change.tune is None else (change.tune or None),
         )
         write_manifest(self.folder, new)  # the commit
         self.view.adopt(new, index)

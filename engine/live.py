@@ -26,6 +26,7 @@ from engine.manifest import (
 )
 from engine.registry import Registry
 from engine.store import Store
+from engine.tune.head import Head, load_head, through
 from engine.vectors import VectorFile
 from indexes.base import VectorIndex
 
@@ -44,7 +45,8 @@ class Served:
 
     manifest: Manifest
     index: VectorIndex
-    vectors: VectorFile
+    vectors: Any  # the exact vectors as the index holds them (through the head when tuned)
+    head: Head | None = None  # a tuned generation's head: queries go through it too
 
 
 class LiveView:
@@ -64,6 +66,7 @@ class LiveView:
         self.identity = Identity.of(self.manifest)
         self._stamp = manifest_stamp(folder)
         self.vectors = VectorFile(folder / "vectors", self.manifest.dim, self.manifest.vectors)
+        self.head: Head | None = self._head_for(self.manifest)
         self.index: VectorIndex | None = None
         self._index_gen = -1
         self._index_base: tuple[Any, ...] | None = None  # (kind, params, snapshot gen, epoch)
@@ -110,7 +113,7 @@ class LiveView:
             self.refresh(with_index=True)
             with self.lock.read():
                 if self.index is not None:  # else a failed commit dropped it: load it again
-                    yield Served(self.manifest, self.index, self.vectors)
+                    yield Served(self.manifest, self.index, self.index_vectors, self.head)
                     return
 
     def _refresh_once(self, with_index: bool) -> None:
@@ -127,10 +130,28 @@ class LiveView:
             self.identity = self.identity.check(manifest, self.folder.name)
             if manifest.vectors != self.vectors.files:
                 self.vectors = VectorFile(self.folder / "vectors", manifest.dim, manifest.vectors)
+            self.head = self._head_for(manifest)
             self.manifest = manifest
         if self.index is not None or with_index:
             self._sync_index()
         self._stamp = stamp  # last: a failure above leaves the view marked stale
+
+    @property
+    def index_vectors(self) -> Any:
+        """The exact vectors in the space the index holds (base vectors through the head)."""
+        return through(self.vectors, self.head)
+
+    def to_index(self, vectors: Any) -> Any:
+        """Base-space vectors (an add's, a query's) in the space the index holds."""
+        return vectors if self.head is None else self.head.apply(vectors)
+
+    def _head_for(self, manifest: Manifest) -> Head | None:
+        if not manifest.tune:
+            return None
+        current = getattr(self, "head", None)
+        if current is not None and current.sha256 == manifest.tune["sha256"]:
+            return current
+        return load_head(self.folder, manifest.tune)
 
     def load_index(self) -> VectorIndex:
         index = self.index
@@ -152,6 +173,7 @@ class LiveView:
             repr(m.index.get("params", {})),
             m.snapshot_generation,
             m.vectors.epoch,
+            (m.tune or {}).get("sha256"),
         )
         behind_snapshot = m.snapshot_generation is not None and self._index_gen < (
             m.snapshot_generation
@@ -164,7 +186,7 @@ class LiveView:
             # Kinds that re-rank read the exact vectors through the lookup they were given:
             # it must be the file that holds the rows replayed now (a stale one raised "vector
             # for id N is not stored" in every `ivfpq` reader after the first append).
-            self.index.attach_vectors(self.vectors)
+            self.index.attach_vectors(self.index_vectors)
             self.apply_delta(self._index_gen, m.generation)
             self._index_gen = m.generation
 
@@ -192,7 +214,7 @@ class LiveView:
                     f"index snapshot {path.name} is unreadable ({exc}); "
                     f"run `hubsearch repair {self.folder.name}`"
                 ) from None
-        index.attach_vectors(self.vectors)
+        index.attach_vectors(self.index_vectors)
         return index
 
     def apply_delta(self, since: int, upto: int) -> None:
@@ -206,7 +228,7 @@ class LiveView:
             self.index.reserve(len(added))
         for start in range(0, len(added), REPLAY_CHUNK):
             chunk = added[start : start + REPLAY_CHUNK]
-            self.index.add(chunk, self.vectors.get_checked(chunk))
+            self.index.add(chunk, self.index_vectors.get_checked(chunk))
             if large:  # the index holds its own copy now: keep one chunk resident, not all
                 self.vectors.release()
 
@@ -226,7 +248,8 @@ class LiveView:
             self._stamp = manifest_stamp(self.folder)
             if manifest.vectors != self.vectors.files:
                 self.vectors = VectorFile(self.folder / "vectors", manifest.dim, manifest.vectors)
-            index.attach_vectors(self.vectors)
+            self.head = self._head_for(manifest)
+            index.attach_vectors(self.index_vectors)
             self.index = index
             self._index_gen = manifest.generation
             self._index_base = (
@@ -234,4 +257,5 @@ class LiveView:
                 repr(manifest.index.get("params", {})),
                 manifest.snapshot_generation,
                 manifest.vectors.epoch,
+                (manifest.tune or {}).get("sha256"),
             )

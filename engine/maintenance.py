@@ -16,6 +16,7 @@ from engine.live import LiveView
 from engine.manifest import Manifest, indexable
 from engine.registry import Registry
 from engine.store import Store
+from engine.tune.head import through
 from engine.vectors import VectorFile
 from indexes.base import LookupRows, VectorIndex
 
@@ -26,19 +27,20 @@ def build_index(
     registry: Registry, kind: str, params: dict[str, Any], view: LiveView, live: np.ndarray
 ) -> VectorIndex:
     """A fresh index of ``kind`` over the live ids, from the stored exact vectors."""
-    return new_index(registry, kind, params, view.vectors, live)
+    return new_index(registry, kind, params, view.index_vectors, live)
 
 
 def new_index(
-    registry: Registry, kind: str, params: dict[str, Any], vectors: VectorFile, live: np.ndarray
+    registry: Registry, kind: str, params: dict[str, Any], vectors: Any, live: np.ndarray
 ) -> VectorIndex:
+    """``vectors``: the exact vectors in the index's space (through the head when tuned)."""
     index = registry.index_class(kind)(vectors.dim, **params)
     index.attach_vectors(vectors)
     fill(index, vectors, live)
     return index
 
 
-def fill(index: VectorIndex, vectors: VectorFile, live: np.ndarray) -> None:
+def fill(index: VectorIndex, vectors: Any, live: np.ndarray) -> None:
     """Load ``live`` into ``index``: in one go where the kind trains on it, else in chunks."""
     rebuild = getattr(index, "rebuild", None)
     if rebuild is not None:
@@ -90,7 +92,9 @@ def compact(writer: Writer, registry: Registry, store: Store, m: Manifest) -> Ma
     live = indexable(store.live_ids(m.generation), m)
     files = writer.vectors.compact(writer.view.vectors, live, m.next_id)
     fresh = VectorFile(writer.view.folder / "vectors", m.dim, files)
-    index = new_index(registry, m.index["kind"], m.index.get("params", {}), fresh, live)
+    index = new_index(
+        registry, m.index["kind"], m.index.get("params", {}), through(fresh, writer.view.head), live
+    )
     dead = m.next_id - len(live)
     new = writer.commit(
         m,

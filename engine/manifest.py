@@ -73,6 +73,9 @@ class Manifest:
     #: Tells this collection from one dropped and re-created under the same name. Collections
     #: made before it existed get one at their next write (until then `created` stands in).
     uuid: str | None = None
+    #: A tuned collection's head (engine.tune): {"head": file, "sha256", "threshold", ...}.
+    #: None: the base encoder's space. Older manifests have no such key and are untuned.
+    tune: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "unrecoverable", tuple(int(i) for i in self.unrecoverable))
@@ -80,6 +83,14 @@ class Manifest:
     @property
     def dim(self) -> int:
         return int(self.encoder["fingerprint"]["dim"])
+
+    @property
+    def space(self) -> dict[str, Any]:
+        """The fingerprint of the space the index holds: the encoder's, plus the head if tuned."""
+        fingerprint = dict(self.encoder["fingerprint"])
+        if self.tune:
+            fingerprint["head"] = self.tune["sha256"]
+        return fingerprint
 
     def evolve(self, **changes: Any) -> Manifest:
         return replace(self, updated=time.time(), **changes)

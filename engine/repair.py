@@ -212,7 +212,7 @@ def _vector_mismatch(index: Any, view: LiveView, live: np.ndarray) -> str | None
         return None
     rng = np.random.default_rng()
     sample = np.sort(rng.choice(live, size=min(SAMPLE, len(live)), replace=False))
-    exact = view.vectors.get_checked(sample)
+    exact = view.index_vectors.get_checked(sample)
     stored = index.stored_vectors(sample)
     if stored is not None:
         found, vectors = stored
@@ -390,8 +390,9 @@ def _from_snapshot(
     """Vectors of ``ids`` from an intact snapshot of a kind that keeps them in full.
 
     An id's vector never changes, so any committed snapshot that holds the id holds its vector.
+    A tuned collection's snapshot holds head(vector), not the base vector the log keeps.
     """
-    if not len(ids):
+    if not len(ids) or m.tune:
         return 0
     try:
         index = _load_snapshot(folder, m, registry)

@@ -20,8 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from engine.heads import EarlyStopping, info_nce
 from plugins.clip_towers.heads import Heads
 from plugins.clip_towers.metrics import both_ways
+
+__all__ = ["FitConfig", "FitResult", "Split", "Trainer", "info_nce", "use_mixed_precision"]
 
 EVAL_BATCH = 512
 
@@ -75,8 +78,8 @@ class Trainer:
         self.result = FitResult(mixed_precision=mixed_precision)
         self.rng = np.random.default_rng(config.seed)
         self._epoch = 0
-        self._best_score = -1.0
-        self._best_weights: list[Any] | None = None
+        # One tracker across both stages: stage 2 keeps stage 1's weights unless it beats them.
+        self._best = EarlyStopping(config.patience, self._snapshot)
 
     # -- the two stages ---------------------------------------------------------------------
 
@@ -123,9 +126,9 @@ class Trainer:
         images = getattr(train, image_field)
         size = min(self.config.batch_size, len(train))
         steps = len(train) // size
-        stale = 0
         bar = tqdm(total=epochs * steps, desc=f"towers {name}", unit="batch",
                    disable=not self.progress, leave=True, dynamic_ncols=True)
+        self._best.stale = 0
         try:
             for _ in range(epochs):
                 start = time.perf_counter()
@@ -141,29 +144,26 @@ class Trainer:
                 record: dict[str, Any] = {"stage": name, "epoch": self._epoch + 1,
                                           "loss": float(np.mean(losses)),
                                           "temperature": float(1 / self.heads.scale())}
+                stop = False
                 if val is not None and len(val):
                     recall = self._validate(embed, val, getattr(val, image_field))
                     record["val_recall@1"] = recall
                     score = (recall["text_to_image"] + recall["image_to_text"]) / 2
                     bar.set_postfix(loss=f"{record['loss']:.3f}", r1=f"{score:.3f}")
-                    if score > self._best_score:
-                        self._best_score, stale = score, 0
-                        self._best_weights = self._snapshot()
+                    before = self._best.best_epoch
+                    stop = self._best.update(score, self._epoch)
+                    if self._best.best_epoch != before:
                         self.result.best = dict(record)
-                    else:
-                        stale += 1
                 record["seconds"] = time.perf_counter() - start
                 self.result.history.append(record)
                 self._log(record)
                 self._epoch += 1
-                if stale >= self.config.patience:
+                if stop:
                     record["stopped_early"] = True
                     break
         finally:
             bar.close()
-        if self._best_weights is not None:
-            self._restore(self._best_weights)
-        elif self.result.history:
+        if not self._best.restore_best(self._restore) and self.result.history:
             self.result.best = dict(self.result.history[-1])
 
     # -- pieces -------------------------------------------------------------------------------
@@ -235,18 +235,6 @@ def image_candidates(images: np.ndarray, groups: np.ndarray) -> tuple[list[int],
         first.setdefault(image, row)
         members.setdefault(image, set()).add(group)
     return list(first.values()), [frozenset(members[i]) for i in first]
-
-
-def info_nce(a: Any, b: Any, groups: Any, scale: Any) -> Any:
-    """Symmetric InfoNCE over a batch; same-group pairs share the target probability."""
-    import tensorflow as tf
-
-    logits = scale * tf.matmul(a, b, transpose_b=True)
-    same = tf.cast(tf.equal(groups[:, None], groups[None, :]), tf.float32)
-    targets = same / tf.reduce_sum(same, axis=1, keepdims=True)
-    to_text = tf.nn.softmax_cross_entropy_with_logits(targets, logits)
-    to_image = tf.nn.softmax_cross_entropy_with_logits(targets, tf.transpose(logits))
-    return 0.5 * (tf.reduce_mean(to_text) + tf.reduce_mean(to_image))
 
 
 def write_scalar(tag: str, value: float) -> None:

@@ -70,6 +70,7 @@ def train_towers(
     on_skip: Callable[[Skipped], None] | None = None,
 ) -> TrainReport:
     """Train towers on ``pairs_file`` and write them to ``out`` (absent or empty)."""
+    from engine.heads import seed_everything
     from plugins.clip_towers.cache import default_cache_dir
     from plugins.clip_towers.export import export_towers
     from plugins.clip_towers.features import training_data
@@ -88,6 +89,9 @@ def train_towers(
     )
     train_rows, val_rows = split_by_image(data.images, config.val_fraction, fit_config.seed)
     mixed = use_mixed_precision(fit_config.mixed_precision)
+    # The heads' initial weights and dropout masks too, not only the batch order: two runs with
+    # one seed gave held-out precision@10 of 0.94 and 0.80 when only the order was seeded.
+    seed_everything(fit_config.seed)
     heads = build_heads(tuple(data.grid.shape[1:]), data.text.dim, config.dim,
                         mixed_precision=mixed)
     data.image.build()

@@ -1,0 +1,55 @@
+"""Child process for the tune crash test: tunes a collection and is killed inside the commit.
+
+Usage: tune_worker.py HOME NAME POINT, POINT one of: head-saved (the head file is written, the
+index not yet built), in-snapshot (the new index's snapshot is being written), before-rename
+(everything is written but the manifest), after-rename (the manifest is renamed, nothing after).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main() -> None:
+    home, name, point = sys.argv[1], sys.argv[2], sys.argv[3]
+    import engine.commit as commit
+    from engine import Engine
+    from engine.tune.head import Head
+
+    if point == "head-saved":
+        save = Head.save
+
+        def saved_then_die(self, folder):
+            save(self, folder)
+            die()
+
+        Head.save = saved_then_die
+    elif point == "in-snapshot":
+
+        def half_snapshot(self, index, gen):
+            path = commit.snapshot_path(self.folder, gen)
+            path.with_name(f".{path.name}.tmp").write_bytes(b"\0" * 4096)
+            die()
+
+        commit.Writer._save_snapshot = half_snapshot
+    else:
+        write = commit.write_manifest
+
+        def write_and_die(folder, manifest):
+            if point == "after-rename":
+                write(folder, manifest)
+            die()
+
+        commit.write_manifest = write_and_die
+    Engine(home).open(name).tune(label_field="intent", seed=0)
+    print("NOT KILLED", flush=True)
+
+
+if __name__ == "__main__":
+    main()
