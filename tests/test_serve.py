@@ -431,3 +431,42 @@ def test_tls_with_a_self_signed_certificate(tmp_path):
         remote.close()  # an idle TLS keep-alive connection holds up shutdown until its timeout
     finally:
         srv.stop()
+
+
+@pytest.mark.slow  # loads the multilingual model twice (test process and server): ~60 s
+def test_concurrent_text_queries_share_encoder_calls_and_match_single_ones(tmp_path):
+    """The real multilingual encoder: queries encoded in one batch give the hits each gets
+    alone."""
+    texts = [
+        "How do I reset my PIN?",
+        "Meine Karte wurde gestohlen",
+        "carte bloquée au distributeur",
+        "¿Cómo cambio mi dirección?",
+        "我忘记了密码",
+        "The app crashes when I log in",
+        "Wie lange dauert eine Überweisung?",
+        "Il mio conto è stato addebitato due volte",
+    ]
+    Engine(tmp_path).create("faq", encoder="use-multilingual", index="flat").add(
+        texts=texts, ids=[f"q{i}" for i in range(len(texts))]
+    )
+    srv = ServerProcess(tmp_path, "--batch-window-ms", "50", "--no-access-log")
+    try:
+        col = RemoteEngine(srv.url).open("faq")
+        queries = ["PIN vergessen", "stolen card", "mot de passe", "transfer time"] * 4
+        alone = [col.search(q, k=3) for q in queries[:4]]
+
+        def metric(name):
+            text = httpx.get(srv.url + "/metrics").text
+            return int(next(x.split()[-1] for x in text.splitlines() if x.startswith(name)))
+
+        calls = metric("hubsearch_query_encoder_calls_total")
+        with ThreadPoolExecutor(16) as pool:
+            together = list(pool.map(lambda q: col.search(q, k=3), queries))
+        assert metric("hubsearch_query_encoder_calls_total") - calls < len(queries)
+        for i, hits in enumerate(together):
+            single = alone[i % 4]
+            assert [h.id for h in hits] == [h.id for h in single]
+            assert np.allclose([h.score for h in hits], [h.score for h in single], atol=1e-5)
+    finally:
+        srv.stop()
