@@ -470,3 +470,34 @@ def test_concurrent_text_queries_share_encoder_calls_and_match_single_ones(tmp_p
             assert np.allclose([h.score for h in hits], [h.score for h in single], atol=1e-5)
     finally:
         srv.stop()
+
+
+def test_reindex_and_compact_never_stop_searches(server, home):
+    rng = np.random.default_rng(3)
+    local = Engine(home).create("big", encoder="precomputed", index="flat", options={"dim": 64})
+    local.add(vectors=rng.standard_normal((10_000, 64)), ids=[str(i) for i in range(10_000)])
+    local.delete([str(i) for i in range(0, 10_000, 7)])
+    col = RemoteEngine(server.url, api_key=ADMIN).open("big")
+    for upkeep in (lambda: col.reindex("hnsw", {"M": 32}), col.compact):
+        done = threading.Event()
+        answered: list[float] = []
+
+        def search(seed: int, done=done, answered=answered) -> None:
+            reader = RemoteEngine(server.url, api_key=READ).open("big")
+            q = np.random.default_rng(seed).standard_normal(64)
+            while not done.is_set():
+                assert len(reader.search(vector=q, k=10)) == 10
+                answered.append(time.monotonic())
+
+        with ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(search, s) for s in range(3)]
+            time.sleep(0.3)
+            start = time.monotonic()
+            upkeep()
+            end = time.monotonic()
+            done.set()
+            for f in futures:
+                f.result()
+        during = [t for t in answered if start < t < end]
+        assert len(during) >= 3, (len(during), end - start)
+    assert col.count() == 10_000 - len(range(0, 10_000, 7))
