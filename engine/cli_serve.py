@@ -6,9 +6,13 @@ and a missing extra is one line saying what to install.
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import inspect
 import os
+import shutil
 import socket
+import tempfile
 from typing import Any
 
 import click
@@ -85,6 +89,10 @@ def serve(ctx: click.Context, **opts: object) -> None:
         raise BadInput("TLS needs both --ssl-certfile and --ssl-keyfile")
     if config.api_keys:
         KeyRing.load(config.api_keys)  # a bad keys file stops here, with its line number
+    if config.workers > 1:
+        shared = tempfile.mkdtemp(prefix="hubsearch-metrics-")
+        atexit.register(shutil.rmtree, shared, ignore_errors=True)
+        config = dataclasses.replace(config, metrics_dir=shared)
     engine = Engine(config.home)
     sock = _bind(config.host, config.port)
     os.environ[ENV] = config.to_env()  # the workers build their app from it

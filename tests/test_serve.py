@@ -501,3 +501,21 @@ def test_reindex_and_compact_never_stop_searches(server, home):
         during = [t for t in answered if start < t < end]
         assert len(during) >= 3, (len(during), end - start)
     assert col.count() == 10_000 - len(range(0, 10_000, 7))
+
+
+def test_metrics_cover_every_worker(tmp_path):
+    Engine(tmp_path).create("v", encoder="precomputed", options={"dim": DIM})
+    srv = ServerProcess(tmp_path, "--workers", "2")
+    try:
+        for _ in range(30):  # a new connection each: the kernel spreads them over the workers
+            assert httpx.get(srv.url + "/collections/v/count").json() == {"count": 0}
+        time.sleep(1.0)
+        text = httpx.get(srv.url + "/metrics").text
+        line = (
+            'hubsearch_requests_total{route="/collections/{name}/count",method="GET",status="200"}'
+        )
+        assert f"{line} 30" in text
+        pids = {rec["pid"] for rec in srv.access_log() if rec["path"] == "/collections/v/count"}
+        assert len(pids) == 2
+    finally:
+        assert srv.stop() in (0, -signal.SIGTERM)

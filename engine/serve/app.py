@@ -55,8 +55,10 @@ class Server:
         self.config = config
         self.keys = KeyRing.load(config.api_keys) if config.api_keys else None
         self.engine = Engine(config.home, lock_timeout=config.lock_timeout)
-        self.batcher = TextBatcher(config.batch_window_ms / 1000, config.batch_max)
-        self.metrics = Metrics()
+        self.metrics = Metrics(config.metrics_dir)
+        self.batcher = TextBatcher(
+            config.batch_window_ms / 1000, config.batch_max, self.metrics.encoder
+        )
         self.ready = False
 
     async def warm_up(self) -> None:
@@ -124,9 +126,15 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
-        task = asyncio.get_running_loop().create_task(server.warm_up())
+        loop = asyncio.get_running_loop()
+        tasks = [
+            loop.create_task(server.warm_up()),
+            loop.create_task(server.metrics.keep_flushing()),
+        ]
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
+        server.metrics.flush()
         server.engine.close()
 
     app = FastAPI(
@@ -160,7 +168,7 @@ def _add_routes(app: FastAPI, s: Server) -> None:
     @app.get("/metrics", tags=["service"], dependencies=[read])
     async def metrics() -> PlainTextResponse:
         rows = await run_in_threadpool(_collection_rows, s.engine)
-        text = s.metrics.render(rows, (s.batcher.calls, s.batcher.texts))
+        text = await run_in_threadpool(s.metrics.render, rows)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/collections", tags=["collections"], dependencies=[read])

@@ -28,20 +28,19 @@ class _Batch:
 
 
 class TextBatcher:
-    def __init__(self, window_s: float, max_size: int) -> None:
+    def __init__(self, window_s: float, max_size: int, counts: list[int] | None = None) -> None:
         self.window_s = window_s
         self.max_size = max(1, max_size)
         self._open: dict[int, _Batch] = {}  # by encoder identity: one model, one batch
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Encoder calls made and texts they encoded (for tests and the benchmark).
-        self.calls = 0
-        self.texts = 0
+        #: [encoder calls made, texts they encoded], shown by /metrics.
+        self.counts = counts if counts is not None else [0, 0]
 
     async def encode(self, encoder: Encoder, text: str) -> np.ndarray:
         """``text``'s vector (a validated, non-empty string), encoded with its neighbours."""
         if self.window_s <= 0 or self.max_size == 1:
-            self.calls += 1
-            self.texts += 1
+            self.counts[0] += 1
+            self.counts[1] += 1
             return (await run_in_threadpool(encoder.encode, [text], TEXT))[0]
         loop = asyncio.get_running_loop()
         batch = self._open.get(id(encoder))
@@ -66,8 +65,8 @@ class TextBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: _Batch) -> None:
-        self.calls += 1
-        self.texts += len(batch.texts)
+        self.counts[0] += 1
+        self.counts[1] += len(batch.texts)
         try:
             vectors = await run_in_threadpool(batch.encoder.encode, batch.texts, TEXT)
         except Exception:

@@ -41,6 +41,8 @@ class ServeConfig:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     access_log: bool = True
+    #: Folder where workers leave their metrics for each other's scrapes (several workers).
+    metrics_dir: str | None = None
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
