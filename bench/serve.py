@@ -23,6 +23,7 @@ import asyncio
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -118,13 +119,13 @@ def stop(proc: subprocess.Popen) -> None:
 # -- loading --------------------------------------------------------------------------------
 
 
-def load_hubsearch(home: Path, corpus) -> None:
+def load_hubsearch(home: Path, corpus, index: str) -> None:
     from engine import Engine
 
     x = corpus.vectors()[: corpus.n]
     category, lang = corpus.labels()
     col = Engine(home).create(
-        "bench", encoder="precomputed", index="auto", options={"dim": x.shape[1], "space": "b"}
+        "bench", encoder="precomputed", index=index, options={"dim": x.shape[1], "space": "b"}
     )
     meta = [{"category": int(category[r]), "lang": int(lang[r])} for r in range(corpus.n)]
     col.add(vectors=x, ids=[doc_id(r) for r in range(corpus.n)], metadata=meta)
@@ -248,6 +249,8 @@ async def closed_loop(target: str, bodies: list, clients: int, seconds: float) -
 
 
 async def open_loop(target: str, bodies: list, rate: float, seconds: float) -> dict:
+    """Sends at ``rate`` for ``seconds`` whatever the answers; what is not answered within
+    ``seconds`` after the last send counts as an error (the server fell behind)."""
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
@@ -273,9 +276,14 @@ async def open_loop(target: str, bodies: list, rate: float, seconds: float) -> d
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i, due)))
-        await asyncio.gather(*tasks)
-        out = summary(latencies, errors, time.perf_counter() - t0, time.process_time() - cpu0)
+        _, late = await asyncio.wait(tasks, timeout=seconds)
+        for task in late:
+            task.cancel()
+        errors += len(late)
+        wall = time.perf_counter() - t0
+        out = summary(latencies, errors, wall, time.process_time() - cpu0)
         out["offered_qps"] = rate
+        out["unanswered"] = len(late)
         return out
 
 
@@ -291,7 +299,7 @@ def vector_bench(args: argparse.Namespace) -> list[dict]:
     systems = ["hubsearch"] + (["chroma"] if args.chroma else [])
     for system in systems:
         if system == "hubsearch":
-            load_hubsearch(work / "hub", corpus)
+            load_hubsearch(work / "hub", corpus, args.index)
             proc, url = start_hubsearch(work / "hub")
             plain = hubsearch_requests(url, q, None)
             filtered = hubsearch_requests(url, q, qcat)
@@ -334,6 +342,7 @@ def vector_bench(args: argparse.Namespace) -> list[dict]:
                     print(json.dumps(rows[-1]), flush=True)
         finally:
             stop(proc)
+    shutil.rmtree(work, ignore_errors=True)
     return rows
 
 
@@ -379,6 +388,7 @@ def text_bench(args: argparse.Namespace) -> list[dict]:
             print(json.dumps(rows[-1]), flush=True)
         finally:
             stop(proc)
+    shutil.rmtree(home, ignore_errors=True)
     return rows
 
 
@@ -424,6 +434,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="per measurement")
     p.add_argument("--clients", type=int, nargs="+", default=[16, 64])
     p.add_argument("--rates", type=float, nargs="*", default=[200.0, 500.0])
+    p.add_argument(
+        "--index", default="hnsw", help="hubsearch's index kind (Chroma's is HNSW; auto is flat "
+        "below its exact_max and hnsw above)"
+    )
     p.add_argument("--chroma", help="Chroma's `chroma` command, in its own venv")
     p.add_argument("--text", action="store_true", help="text queries: micro-batching on/off")
     p.add_argument("--windows", type=float, nargs="+", default=[0.0, 3.0])

@@ -42,6 +42,12 @@ EXTRA = "hubsearch serve needs the serve extra: pip install 'hubsearch[serve]'"
     help="Text queries arriving within this window share one encoder call (0: off).",
 )
 @click.option("--batch-max", default=64, show_default=True, help="Most queries per encoder call.")
+@click.option(
+    "--search-threads",
+    type=int,
+    default=None,
+    help="Reads running at once per worker (default: twice the cores); the rest queue.",
+)
 @click.option("--cors-origin", multiple=True, help="Allow browser calls from this origin.")
 @click.option("--ssl-certfile", type=click.Path(dir_okay=False, exists=True))
 @click.option("--ssl-keyfile", type=click.Path(dir_okay=False, exists=True))
@@ -80,6 +86,9 @@ def serve(ctx: click.Context, **opts: object) -> None:
         ssl_keyfile=opts["ssl_keyfile"],  # type: ignore[arg-type]
         access_log=not opts["no_access_log"],
     )
+    threads = opts["search_threads"]
+    if isinstance(threads, int):
+        config = dataclasses.replace(config, search_threads=max(1, threads))
     if not is_loopback(config.host) and not config.api_keys:
         raise BadInput(
             f"refusing to listen on {config.host} without --api-keys: anyone who reaches it "

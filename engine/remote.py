@@ -65,6 +65,8 @@ class RemoteEngine:
         options: dict[str, Any] | None = None,
         index_options: dict[str, Any] | None = None,
     ) -> RemoteCollection:
+        """As `Engine.create`, without ``store_url``: where a served collection keeps its
+        documents is the server's decision, not a client's."""
         body = {
             "name": name,
             "encoder": encoder,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import os
 import sys
@@ -19,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -60,6 +63,7 @@ class Server:
             config.batch_window_ms / 1000, config.batch_max, self.metrics.encoder
         )
         self.ready = False
+        self._limiter: anyio.CapacityLimiter | None = None
 
     async def warm_up(self) -> None:
         """Open every collection (index loaded, model built) before /readyz says ready."""
@@ -96,7 +100,15 @@ class Server:
 
     async def read(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A blocking read in the pool, answered within the request timeout."""
-        return await self.timed(run_in_threadpool(fn, *args, **kwargs))
+        return await self.timed(self.searching(fn, *args, **kwargs))
+
+    async def searching(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a read in one of ``search_threads`` threads: more searches at once than cores
+        only make them fight for the CPU (and the GIL), so the others wait on the loop."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.config.search_threads)
+        call = functools.partial(fn, *args, **kwargs)
+        return await anyio.to_thread.run_sync(call, limiter=self._limiter)
 
     async def timed(self, work: Awaitable[Any]) -> Any:
         try:
@@ -205,6 +217,8 @@ def _add_routes(app: FastAPI, s: Server) -> None:
         if vectors is not None:
             s.check_batch(len(vectors), "add")
         if body.images is not None:
+            if body.texts is not None:
+                raise BadInput("add takes texts or images, not both")
             uploads = [_b64(x, f"images[{i}]") for i, x in enumerate(body.images)]
             report = await _add_uploads(col, uploads, None, body.ids, body.metadata, vectors)
         else:
@@ -336,7 +350,7 @@ async def _search(
         check_k(k, col.max_k)
         parse_where(where)
         vector = (await s.batcher.encode(col.encoder, query))[None, :]
-    return await run_in_threadpool(
+    return await s.searching(
         col.search, None, image=image, vector=vector, k=k, where=where, modality=modality
     )
 

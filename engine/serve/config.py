@@ -37,6 +37,8 @@ class ServeConfig:
     #: Text queries arriving within this window are encoded in one call (0 turns it off).
     batch_window_ms: float = 3.0
     batch_max: int = 64
+    #: Searches (and other reads) running at once in one worker; the rest queue.
+    search_threads: int = max(2, 2 * (os.cpu_count() or 1))
     cors_origins: tuple[str, ...] = ()
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
