@@ -435,8 +435,10 @@ def main() -> None:
     p.add_argument("--clients", type=int, nargs="+", default=[16, 64])
     p.add_argument("--rates", type=float, nargs="*", default=[200.0, 500.0])
     p.add_argument(
-        "--index", default="hnsw", help="hubsearch's index kind (Chroma's is HNSW; auto is flat "
-        "below its exact_max and hnsw above)"
+        "--index",
+        default="hnsw",
+        help="hubsearch's index kind (Chroma's is HNSW; auto is flat "
+        "below its exact_max and hnsw above)",
     )
     p.add_argument("--chroma", help="Chroma's `chroma` command, in its own venv")
     p.add_argument("--text", action="store_true", help="text queries: micro-batching on/off")

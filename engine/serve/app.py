@@ -4,6 +4,8 @@ Blocking engine calls run in the thread pool, never on the event loop, so search
 parallel threads (FAISS and the encoders release the GIL) while writes queue on the collection's
 lock; a write that cannot get it within the server's lock timeout is a 503 with Retry-After.
 Text queries go through the micro-batcher. Every error is ``{"error": {"type", "message"}}``.
+Hits go out as a plain `JSONResponse`: FastAPI's generic encoder walked every hit and value
+again, on the event loop, which on a busy machine is the thread everything waits for.
 """
 
 from __future__ import annotations
@@ -244,7 +246,7 @@ def _add_routes(app: FastAPI, s: Server) -> None:
         return wire.report_json(report)
 
     @app.post("/collections/{name}/search", tags=["search"], dependencies=[read])
-    async def search(name: str, body: schemas.SearchBody) -> dict[str, Any]:
+    async def search(name: str, body: schemas.SearchBody) -> JSONResponse:
         col = await s.open(name)
         image = None if body.image is None else _b64(body.image, "image")
         vector = _vectors(
@@ -253,7 +255,7 @@ def _add_routes(app: FastAPI, s: Server) -> None:
         hits = await s.timed(
             _search(s, col, body.query, image, vector, body.k, body.where, body.modality)
         )
-        return {"hits": _hits_json(col, hits)}
+        return JSONResponse({"hits": _hits_json(col, hits)})
 
     @app.post("/collections/{name}/search/image", tags=["search"], dependencies=[read])
     async def search_image(
@@ -262,15 +264,15 @@ def _add_routes(app: FastAPI, s: Server) -> None:
         k: int = Form(10),
         where: str | None = Form(None, description="JSON filter"),
         modality: str | None = Form(None),
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         col = await s.open(name)
         image = await file.read()
         flt = _json_form(where, "where")
         hits = await s.timed(_search(s, col, None, image, None, k, flt, modality))
-        return {"hits": _hits_json(col, hits)}
+        return JSONResponse({"hits": _hits_json(col, hits)})
 
     @app.post("/collections/{name}/search_many", tags=["search"], dependencies=[read])
-    async def search_many(name: str, body: schemas.SearchManyBody) -> dict[str, Any]:
+    async def search_many(name: str, body: schemas.SearchManyBody) -> JSONResponse:
         col = await s.open(name)
         vectors = _vectors(body.vectors, body.vectors_b64, col.dim, "vectors")
         images = None if body.images is None else [_b64(x, "images") for x in body.images]
@@ -286,14 +288,14 @@ def _add_routes(app: FastAPI, s: Server) -> None:
             where=body.where,
             modality=body.modality,
         )
-        return {"results": [_hits_json(col, hits) for hits in results]}
+        return JSONResponse({"results": [_hits_json(col, hits) for hits in results]})
 
     @app.post("/collections/{name}/get", tags=["documents"], dependencies=[read])
-    async def get(name: str, body: schemas.IdsBody) -> dict[str, Any]:
+    async def get(name: str, body: schemas.IdsBody) -> JSONResponse:
         s.check_batch(len(body.ids), "get")
         col = await s.open(name)
         docs = await s.read(col.get, body.ids)
-        return {"documents": [_doc_json(col, d) for d in docs]}
+        return JSONResponse({"documents": [_doc_json(col, d) for d in docs]})
 
     @app.post("/collections/{name}/delete", tags=["documents"], dependencies=[write])
     async def delete(name: str, body: schemas.IdsBody) -> dict[str, int]:
