@@ -68,10 +68,14 @@ class Server:
         self._limiter: anyio.CapacityLimiter | None = None
 
     async def warm_up(self) -> None:
-        """Open every collection (index loaded, model built) before /readyz says ready."""
+        """Open every collection (index loaded, model built and run once) before /readyz says
+        ready: a model's first call traces its graph, which took over the 30 s request timeout
+        on a busy machine and answered the first query with a 504."""
         for name in await run_in_threadpool(self.engine.list):
             try:
-                await run_in_threadpool(self.engine.open, name)
+                col = await run_in_threadpool(self.engine.open, name)
+                if TEXT in col.encoder.modalities:
+                    await run_in_threadpool(col.encoder.encode, ["warm-up"], TEXT)
             except HubsearchError as exc:  # served anyway: its requests get this error
                 log({"event": "collection unavailable", "collection": name, "error": str(exc)})
         self.ready = True
