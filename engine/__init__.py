@@ -17,6 +17,7 @@ from engine.errors import (
     PluginNotFound,
     SpaceMismatch,
 )
+from engine.remote import RemoteCollection, RemoteEngine
 from engine.store import Document
 
 __all__ = [
@@ -33,5 +34,7 @@ __all__ = [
     "HubsearchError",
     "PluginLoadError",
     "PluginNotFound",
+    "RemoteCollection",
+    "RemoteEngine",
     "SpaceMismatch",
 ]

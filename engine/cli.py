@@ -11,7 +11,15 @@ from typing import Any
 
 import click
 
-from engine import cli_collections, cli_data, cli_plugins, cli_startup, cli_tune, cli_upkeep
+from engine import (
+    cli_collections,
+    cli_data,
+    cli_plugins,
+    cli_serve,
+    cli_startup,
+    cli_tune,
+    cli_upkeep,
+)
 from engine.errors import HubsearchError
 
 EXAMPLES_HOME = "Collections live in --home, $HUBSEARCH_HOME or ~/.local/share/hubsearch."
@@ -81,6 +89,7 @@ COMMANDS = (
     cli_upkeep.compact,
     cli_plugins.plugins,
     cli_plugins.export_encoder,
+    cli_serve.serve,
 )
 for _command in COMMANDS:
     cli.add_command(_command)

@@ -27,6 +27,8 @@ HEAVY = (
     "plugins.clip_towers.backbones",
     "plugins.clip_towers.features",
     "hubsearch_fake",
+    "fastapi",
+    "uvicorn",
 )
 
 

@@ -48,3 +48,27 @@ class HashEncoder(EncoderBase):
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         np.add.at(out, (np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)), signs)
         return out
+
+
+class PixelEncoder(EncoderBase):
+    """`fake-pixels`: an image as its mean colour per quadrant (12-d), so images of the same
+    colours are neighbours; for tests of image paths (uploads, decoding) without a model."""
+
+    name = "fake-pixels"
+    modalities = frozenset({"image"})
+
+    def __init__(self, **options: Any) -> None:
+        reject_unknown_options(options, set(), "encoder 'fake-pixels'")
+        super().__init__(**options)
+        self.dim = 12
+
+    def _fingerprint_fields(self) -> dict[str, Any]:
+        return {"model": "quadrant-mean-colour", "version": 1}
+
+    def _encode_batch(self, items: list[np.ndarray], modality: str) -> np.ndarray:
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        for row, image in enumerate(items):
+            h, w = image.shape[0] // 2 or 1, image.shape[1] // 2 or 1
+            quads = [image[:h, :w], image[:h, w:], image[h:, :w], image[h:, w:]]
+            out[row] = np.concatenate([q.reshape(-1, 3).mean(0) if q.size else 0 for q in quads])
+        return out + 1.0  # never all-zero

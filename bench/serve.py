@@ -1,0 +1,456 @@
+"""`hubsearch serve` under load, against Chroma's own server (`chroma run`), on loopback.
+
+The same load generator (asyncio + httpx, HTTP/1.1 keep-alive, JSON bodies of float lists for
+both systems, serialised before the clock starts) sends the same queries to each server:
+closed loop at 16 and 64 concurrent clients (each sends its next query when the last one is
+answered), then open loop at fixed offered rates (latency counted from the scheduled send, so
+a server that falls behind shows it), unfiltered and filtered on one of 20 categories. The
+generator's own CPU use is printed next to each figure (percent of one core), since it shares
+the machine with the server. ``--text`` measures text queries with the bundled multilingual
+encoder at 32 clients, with and without micro-batching.
+
+Chroma runs from its own virtual environment (``--chroma`` names its ``chroma`` command; see
+docs/peers.md), never the project's.
+
+    python bench/serve.py --n 20000 --seconds 10 --chroma .venv-chroma/bin/chroma
+    python bench/serve.py --text --seconds 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))  # before bench/, whose engine.py would shadow the package
+
+from peers_corpus import build, doc_id  # noqa: E402
+
+BANKING = REPO.parent / "shared" / "data" / "banking77"
+CHROMA_API = "/api/v2/tenants/default_tenant/databases/default_database/collections"
+K = 10
+
+
+# -- servers --------------------------------------------------------------------------------
+
+
+def start_hubsearch(home: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "--home",
+            str(home),
+            "serve",
+            "--port",
+            "0",
+            "--no-access-log",
+            *args,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "listening on" in line:
+            url = line.split("listening on ")[1].split()[0]
+            break
+    else:
+        raise RuntimeError("hubsearch serve did not start")
+    wait_ready(url + "/readyz", proc)
+    return proc, url
+
+
+def start_chroma(path: Path, chroma: str) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [chroma, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/api/v2/heartbeat", proc)
+    return proc, url
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def load_hubsearch(home: Path, corpus, index: str) -> None:
+    from engine import Engine
+
+    x = corpus.vectors()[: corpus.n]
+    category, lang = corpus.labels()
+    col = Engine(home).create(
+        "bench", encoder="precomputed", index=index, options={"dim": x.shape[1], "space": "b"}
+    )
+    meta = [{"category": int(category[r]), "lang": int(lang[r])} for r in range(corpus.n)]
+    col.add(vectors=x, ids=[doc_id(r) for r in range(corpus.n)], metadata=meta)
+    col.checkpoint()
+
+
+CHROMA_LOAD = """
+import sys, numpy as np, chromadb
+from chromadb.config import Settings
+folder, n, host, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+x = np.load(folder + "/docs.npy", mmap_mode="r")[:n]
+labels = np.load(folder + "/labels.npz")
+client = chromadb.HttpClient(host=host, port=port, settings=Settings(anonymized_telemetry=False))
+col = client.create_collection("bench", configuration={"hnsw": {"space": "ip"}},
+                               embedding_function=None)
+step = min(5000, client.get_max_batch_size())
+for s in range(0, n, step):
+    e = min(n, s + step)
+    col.add(ids=[f"d{r}" for r in range(s, e)], embeddings=np.ascontiguousarray(x[s:e]),
+            metadatas=[{"category": int(labels["category"][r]), "lang": int(labels["lang"][r])}
+                       for r in range(s, e)])
+print(col.count())
+"""
+
+
+def load_chroma(url: str, corpus, chroma: str) -> str:
+    python = str(Path(chroma).with_name("python"))
+    host, port = url.split("//")[1].split(":")
+    subprocess.run(
+        [python, "-c", CHROMA_LOAD, str(corpus.folder), str(corpus.n), host, port], check=True
+    )
+    return httpx.get(f"{url}{CHROMA_API}/bench").json()["id"]
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+def hubsearch_requests(url: str, q: np.ndarray, cats: np.ndarray | None) -> tuple[str, list]:
+    bodies = [
+        json.dumps(
+            {"vector": v.tolist(), "k": K, "where": None if cats is None else {"category": int(c)}}
+        ).encode()
+        for v, c in zip(q, cats if cats is not None else [None] * len(q), strict=True)
+    ]
+    return f"{url}/collections/bench/search", bodies
+
+
+def chroma_requests(url: str, cid: str, q: np.ndarray, cats: np.ndarray | None) -> tuple[str, list]:
+    bodies = []
+    for i, v in enumerate(q):
+        body = {"query_embeddings": [v.tolist()], "n_results": K, "include": ["distances"]}
+        if cats is not None:
+            body["where"] = {"category": int(cats[i])}
+        bodies.append(json.dumps(body).encode())
+    return f"{url}{CHROMA_API}/{cid}/query", bodies
+
+
+def ids_of(system: str, answer: dict) -> list[str]:
+    if system == "chroma":
+        return answer["ids"][0]
+    return [h["id"] for h in answer["hits"]]
+
+
+def recall(system: str, target: str, bodies: list, truth: np.ndarray, n: int = 100) -> float:
+    found = 0
+    with httpx.Client(timeout=60) as client:
+        for i in range(n):
+            r = client.post(target, content=bodies[i], headers=JSON)
+            r.raise_for_status()
+            got = {int(x[1:]) for x in ids_of(system, r.json())}
+            found += len(got & set(truth[i].tolist()))
+    return found / (n * K)
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+# -- load generation ------------------------------------------------------------------------
+
+
+def summary(latencies: list[float], errors: int, wall: float, cpu: float) -> dict:
+    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return {
+        "qps": len(latencies) / wall,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "errors": errors,
+        "generator_cpu_pct": 100 * cpu / wall,
+    }
+
+
+async def closed_loop(target: str, bodies: list, clients: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        await asyncio.gather(
+            *(client.post(target, content=bodies[i], headers=JSON) for i in range(clients))
+        )  # connections open before the clock
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        end = t0 + seconds
+
+        async def worker(w: int) -> None:
+            nonlocal errors
+            i = w
+            while time.perf_counter() < end:
+                start = time.perf_counter()
+                try:
+                    r = await client.post(target, content=bodies[i % len(bodies)], headers=JSON)
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    errors += 1
+                i += clients
+
+        await asyncio.gather(*(worker(w) for w in range(clients)))
+        return summary(latencies, errors, time.perf_counter() - t0, time.process_time() - cpu0)
+
+
+async def open_loop(target: str, bodies: list, rate: float, seconds: float) -> dict:
+    """Sends at ``rate`` for ``seconds`` whatever the answers; what is not answered within
+    ``seconds`` after the last send counts as an error (the server fell behind)."""
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+
+        async def one(i: int, due: float) -> None:
+            nonlocal errors
+            try:
+                r = await client.post(target, content=bodies[i % len(bodies)], headers=JSON)
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - due)  # queueing in the server counts
+            else:
+                errors += 1
+
+        tasks = []
+        for i in range(int(rate * seconds)):
+            due = t0 + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, due)))
+        _, late = await asyncio.wait(tasks, timeout=seconds)
+        for task in late:
+            task.cancel()
+        errors += len(late)
+        wall = time.perf_counter() - t0
+        out = summary(latencies, errors, wall, time.process_time() - cpu0)
+        out["offered_qps"] = rate
+        out["unanswered"] = len(late)
+        return out
+
+
+# -- the runs -------------------------------------------------------------------------------
+
+
+def vector_bench(args: argparse.Namespace) -> list[dict]:
+    corpus = build(Path(args.cache) / f"corpus-{args.n}", args.n, queries=1000)
+    q, qcat = corpus.query_set()
+    plain_truth, filtered_truth = corpus.truth()
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    systems = ["hubsearch"] + (["chroma"] if args.chroma else [])
+    for system in systems:
+        if system == "hubsearch":
+            load_hubsearch(work / "hub", corpus, args.index)
+            proc, url = start_hubsearch(work / "hub")
+            plain = hubsearch_requests(url, q, None)
+            filtered = hubsearch_requests(url, q, qcat)
+        else:
+            proc, url = start_chroma(work / "chroma", args.chroma)
+            cid = load_chroma(url, corpus, args.chroma)
+            plain = chroma_requests(url, cid, q, None)
+            filtered = chroma_requests(url, cid, q, qcat)
+        try:
+            for kind, (target, bodies), truth in (
+                ("unfiltered", plain, plain_truth),
+                ("filtered", filtered, filtered_truth),
+            ):
+                r = recall(system, target, bodies, truth)
+                for clients in args.clients:
+                    res = asyncio.run(closed_loop(target, bodies, clients, args.seconds))
+                    rows.append(
+                        {
+                            "system": system,
+                            "query": kind,
+                            "load": f"{clients} clients",
+                            "recall@10": r,
+                            **res,
+                            "load_avg": os.getloadavg()[0],
+                        }
+                    )
+                    print(json.dumps(rows[-1]), flush=True)
+                for rate in args.rates:
+                    res = asyncio.run(open_loop(target, bodies, rate, args.seconds))
+                    rows.append(
+                        {
+                            "system": system,
+                            "query": kind,
+                            "load": f"{rate:g}/s offered",
+                            "recall@10": r,
+                            **res,
+                            "load_avg": os.getloadavg()[0],
+                        }
+                    )
+                    print(json.dumps(rows[-1]), flush=True)
+        finally:
+            stop(proc)
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def text_bench(args: argparse.Namespace) -> list[dict]:
+    from engine import Engine
+
+    with open(BANKING / "train.csv", newline="") as f:
+        docs = [row["text"] for row in csv.DictReader(f)][:2000]
+    with open(BANKING / "test.csv", newline="") as f:
+        queries = [row["text"] for row in csv.DictReader(f)]
+    home = Path(tempfile.mkdtemp(prefix="bench-serve-text-"))
+    Engine(home).create("faq", encoder="use-multilingual", index="flat").add(
+        texts=docs, ids=[str(i) for i in range(len(docs))]
+    )
+    bodies = [json.dumps({"query": t, "k": K}).encode() for t in queries]
+    rows = []
+    for window in args.windows:
+        proc, url = start_hubsearch(home, "--batch-window-ms", str(window))
+        try:
+            target = f"{url}/collections/faq/search"
+            for body in bodies[:20]:  # the graph's first calls trace it: not part of the figure
+                httpx.post(target, content=body, headers=JSON, timeout=120).raise_for_status()
+            res = asyncio.run(closed_loop(target, bodies, 32, args.seconds))
+            text = httpx.get(url + "/metrics").text
+            calls, encoded = (
+                int(next(x.split()[-1] for x in text.splitlines() if x.startswith(name)))
+                for name in (
+                    "hubsearch_query_encoder_calls_total",
+                    "hubsearch_queries_encoded_total",
+                )
+            )
+            rows.append(
+                {
+                    "system": "hubsearch",
+                    "query": "text (use-multilingual)",
+                    "load": "32 clients",
+                    "batch_window_ms": window,
+                    "mean_batch": encoded / max(calls, 1),
+                    **res,
+                    "load_avg": os.getloadavg()[0],
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+        finally:
+            stop(proc)
+    shutil.rmtree(home, ignore_errors=True)
+    return rows
+
+
+def table(rows: list[dict]) -> None:
+    keys = [
+        k
+        for k in (
+            "system",
+            "query",
+            "load",
+            "batch_window_ms",
+            "mean_batch",
+            "recall@10",
+            "qps",
+            "p50_ms",
+            "p99_ms",
+            "errors",
+            "generator_cpu_pct",
+            "load_avg",
+        )
+        if any(k in r for r in rows)
+    ]
+    print("| " + " | ".join(keys) + " |")
+    print("|" + " --- |" * len(keys))
+    for r in rows:
+        cells = [r.get(k, "") for k in keys]
+        print(
+            "| " + " | ".join(f"{c:.3g}" if isinstance(c, float) else str(c) for c in cells) + " |"
+        )
+    by = {(r["system"], r["query"], r["load"]): r for r in rows if "recall@10" in r}
+    for (system, query, load), r in sorted(by.items()):
+        other = by.get(("chroma", query, load))
+        if system == "hubsearch" and other:
+            print(
+                f"{query}, {load}: hubsearch / chroma queries/s = {r['qps'] / other['qps']:.2f}x,"
+                f" p99 {r['p99_ms']:.1f} vs {other['p99_ms']:.1f} ms"
+            )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--n", type=int, default=20_000, help="documents (the goal is 100,000)")
+    p.add_argument("--seconds", type=float, default=10.0, help="per measurement")
+    p.add_argument("--clients", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--rates", type=float, nargs="*", default=[200.0, 500.0])
+    p.add_argument(
+        "--index",
+        default="hnsw",
+        help="hubsearch's index kind (Chroma's is HNSW; auto is flat "
+        "below its exact_max and hnsw above)",
+    )
+    p.add_argument("--chroma", help="Chroma's `chroma` command, in its own venv")
+    p.add_argument("--text", action="store_true", help="text queries: micro-batching on/off")
+    p.add_argument("--windows", type=float, nargs="+", default=[0.0, 3.0])
+    p.add_argument("--cache", default=str(HERE / "out"))
+    p.add_argument("--json", help="also write the rows here")
+    args = p.parse_args()
+    rows = text_bench(args) if args.text else vector_bench(args)
+    table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
