@@ -11,7 +11,15 @@ import click
 
 from engine.cli_common import engine_for
 from engine.cli_startup import prepare_encoder
-from engine.ingest import Fields, check_unique, is_text_file, read_rows, read_sidecar
+from engine.ingest import (
+    Fields,
+    check_unique,
+    is_parquet,
+    is_text_file,
+    iter_rows,
+    read_rows,
+    read_sidecar,
+)
 
 
 @click.command()
@@ -52,7 +60,8 @@ def add(
 ) -> None:
     """Add (or update, by id) documents from JSONL, CSV, text files or image folders.
 
-    Text files: JSONL (one object per line), CSV/TSV (header row) or plain text (one document
+    Text files: JSONL (one object per line), CSV/TSV (header row), Parquet (read a row group
+    at a time, added in chunks; needs hubsearch[parquet]) or plain text (one document
     per line). Every row is checked before anything is written; a bad row stops the import with
     FILE:LINE. Images: files, folders (recursive) or globs; unreadable images are skipped and
     reported. Re-adding unchanged items costs nothing.
@@ -74,7 +83,14 @@ def add(
     image_args = [p for p in paths if not (Path(p).is_file() and is_text_file(Path(p)))]
     started = time.perf_counter()
     report = AddReport()
-    if text_paths:
+    if any(is_parquet(p) for p in text_paths):
+        from engine.streamed import add_streamed
+
+        def read() -> Any:
+            return (row for path in text_paths for row in iter_rows(path, fields))
+
+        report.merge(add_streamed(col, read, batch_size, progress))
+    elif text_paths:
         rows = [row for path in text_paths for row in read_rows(path, fields)]
         check_unique(rows)
         report.merge(
