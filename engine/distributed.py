@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -37,12 +38,24 @@ import numpy as np
 from engine.collection import COMMIT_EVERY, AddReport, check_same_fingerprint
 from engine.documents import canonical_metadata, content_hash
 from engine.encoders import TEXT
-from engine.errors import BadInput, SpaceMismatch
-from engine.ingest import Fields, IdSet, Row, parse_json_line, plain_record, to_row
+from engine.errors import BadInput, HubsearchError, SpaceMismatch
+from engine.ingest import (
+    PARQUET_SUFFIXES,
+    Fields,
+    IdSet,
+    Row,
+    is_parquet,
+    parquet_row_groups,
+    plain_record,
+    to_row,
+)
+from engine.ingest import iter_records as iter_file_records
 
 INSTALL = "pip install 'hubsearch[ray]'"
+_REMOTE_ERROR = re.compile(r"engine\.errors\.(\w+): ([^\n]+)")
 #: Rows per batch read by the checking pass (driver) and handed to an encoder actor.
 READ_BATCH = 1024
+READABLE = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", *PARQUET_SUFFIXES}
 
 
 def import_ray() -> Any:
@@ -54,46 +67,111 @@ def import_ray() -> Any:
     return ray
 
 
+def connect(address: str | None) -> Any:
+    """Join the cluster at ``address`` ("auto": the running one), or start a local one.
+
+    Quiet: Ray's progress lines and its workers' logs would bury the command's output.
+    """
+    import logging
+
+    ray = import_ray()
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    return ray
+
+
 @dataclass(frozen=True)
 class Source:
-    """A dataset and how to turn its records into the dicts ``hubsearch add`` reads.
+    """Rows for the cluster: files read by ``hubsearch add``'s own readers, or a user's dataset.
 
-    ``label`` names positions in messages (``kb.parquet:17``); JSONL is read as lines and parsed
-    here, as ``hubsearch add`` parses it, since Arrow's JSON reader would fill absent keys with
-    nulls and change the stored metadata.
+    Files are read in parts (a file, or a Parquet row group) by Ray tasks running the same
+    readers as ``hubsearch add``, so a row parses to the same record (CSV cells typed the same,
+    JSONL keys absent rather than null as Arrow's JSON reader would make them) and carries its
+    ``file:line`` position: messages name it and rows without an id get it as their id. A
+    user's ``ray.data.Dataset`` has no such position: its rows need an id field.
     """
 
     dataset: Any
-    label: str
-    json_lines: bool = False
+    files: bool
 
-    def record(self, raw: dict[str, Any], position: int) -> dict[str, Any]:
-        if self.json_lines:
-            return parse_json_line(self.label, position, raw["text"])
-        return plain_record(raw)
+    def rows(self, batch: Any, fields: Fields, first: int = 1) -> Iterator[Row]:
+        """Checked rows of one batch; ``first`` numbers a dataset's rows in messages."""
+        for n, raw in enumerate(batch.to_pylist(), first):
+            if self.files:
+                yield to_row(raw["source"], raw["line"], json.loads(raw["record"]), fields)
+                continue
+            record = plain_record(raw)
+            row = to_row("dataset", n, record, fields)
+            if fields.id is None and "id" not in record:
+                raise BadInput(
+                    f"{row.where}: no 'id' field: rows of a Ray dataset need ids from the data "
+                    f"(id=FIELD); only files give rows a FILE:LINE position to stand in"
+                )
+            yield row
 
 
-def open_source(data: Any) -> Source:
-    """A ``ray.data.Dataset``, or a path Ray Data reads (JSONL, CSV, Parquet: file or folder)."""
+def open_source(data: Any, readers: int = 2) -> Source:
+    """A ``ray.data.Dataset``, or the path of a file or folder of JSONL, CSV or Parquet."""
     ray = import_ray()
     if isinstance(data, ray.data.Dataset):
-        return Source(data, "dataset")
+        return Source(data, files=False)
     path = Path(os.fspath(data))
     if not path.exists():
         raise BadInput(f"{path}: no such file or folder")
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    kinds = {p.suffix.lower() for p in files if not p.name.startswith((".", "_"))}
-    if kinds <= {".parquet", ".pq"} and kinds:
-        return Source(ray.data.read_parquet(str(path)), path.name)
-    if kinds <= {".jsonl", ".ndjson", ".json"} and kinds:
-        lines = ray.data.read_text(str(path), drop_empty_lines=False)
-        return Source(lines, path.name, json_lines=True)
-    if kinds <= {".csv"} and kinds:
-        return Source(ray.data.read_csv(str(path)), path.name)
-    raise BadInput(
-        f"{path}: add_dataset reads Parquet, JSONL or CSV (a file, or a folder of one kind); "
-        f"found {', '.join(sorted(kinds)) or 'no files'}"
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+        if path.is_dir()
+        else [path]
     )
+    parts: list[dict[str, Any]] = []
+    for f in files:
+        if f.suffix.lower() not in READABLE:
+            raise BadInput(f"{f}: add_dataset reads JSONL, CSV and Parquet files, not {f.suffix!r}")
+        groups = range(len(parquet_row_groups(f))) if is_parquet(f) else [-1]
+        parts.extend({"path": str(f.resolve()), "group": g} for g in groups)
+    if not parts:
+        raise BadInput(f"{path}: no JSONL, CSV or Parquet files in it")
+    # Readers take no CPU slot: with one actor per CPU they would otherwise wait for ever for
+    # a slot the actors hold (Ray Data's own read_parquet listed files in a 1-CPU task, and a
+    # 2-CPU cluster running 2 actors never read a row).
+    dataset = ray.data.from_items(parts).map_batches(
+        read_parts,
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=0,
+        compute=ray.data.TaskPoolStrategy(size=readers),
+    )
+    return Source(dataset, files=True)
+
+
+def read_parts(parts: Any) -> Iterator[dict[str, np.ndarray]]:
+    """Records of files or row groups, ``READ_BATCH`` at a time, as ``hubsearch add`` reads them."""
+    for part in parts.to_pylist():
+        path = Path(part["path"])
+        group = None if part["group"] < 0 else part["group"]
+        batch: list[tuple[int, dict[str, Any]]] = []
+        for item in iter_file_records(path, group):
+            batch.append(item)
+            if len(batch) == READ_BATCH:
+                yield _record_batch(path.name, batch)
+                batch = []
+        if batch:
+            yield _record_batch(path.name, batch)
+
+
+def _record_batch(name: str, batch: list[tuple[int, dict[str, Any]]]) -> dict[str, np.ndarray]:
+    return {
+        "source": np.array([name] * len(batch), dtype=object),
+        "line": np.array([line for line, _ in batch], dtype=np.int64),
+        "record": np.array([json.dumps(rec, ensure_ascii=False) for _, rec in batch], dtype=object),
+    }
 
 
 def add_dataset(
@@ -114,7 +192,7 @@ def add_dataset(
     if not ray.is_initialized():
         ray.init(include_dashboard=False)
     fields = Fields(id=id, text=text, meta=tuple(metadata or ()))
-    source = open_source(data)
+    source = open_source(data, readers=max(1, actors))
     context = ray.data.DataContext.get_current()
     kept_order = context.execution_options.preserve_order
     # Positions in messages (FILE:ROW) count rows in file order, in both passes.
@@ -126,30 +204,19 @@ def add_dataset(
         context.execution_options.preserve_order = kept_order
 
 
-def iter_records(source: Source) -> Iterator[tuple[int, dict[str, Any]]]:
-    position = 0
-    for batch in source.dataset.iter_batches(
-        batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=1
-    ):
-        for raw in batch.to_pylist():
-            position += 1
-            if source.json_lines and not raw["text"].strip():
-                continue
-            yield position, source.record(raw, position)
-
-
 def check_rows(source: Source, fields: Fields) -> int:
-    """The checking pass: every row (FILE:ROW in messages), unique ids; nothing is written."""
+    """The checking pass: every row (FILE:LINE in messages), unique ids; nothing is written."""
     seen = IdSet()
     try:
-        for position, record in iter_records(source):
-            row = to_row(source.label, position, record, fields)
-            if fields.id is None and "id" not in record:
-                raise BadInput(
-                    f"{row.where}: no 'id' field; rows encoded on a cluster need ids from the "
-                    f"data (id=FIELD / --id-field), a FILE:ROW position is not stable there"
-                )
-            seen.add(row)
+        first = 1
+        for batch in unwrapped(
+            source.dataset.iter_batches(
+                batch_size=READ_BATCH, batch_format="pyarrow", prefetch_batches=1
+            )
+        ):
+            for row in source.rows(batch, fields, first):
+                seen.add(row)
+            first += batch.num_rows
         return len(seen)
     finally:
         seen.close()
@@ -179,23 +246,25 @@ def _encode_and_commit(
             "shipped": shipped,
             "fingerprint": manifest.encoder["fingerprint"],
             "collection": manifest.name,
-            "source": Source(None, source.label, source.json_lines),
+            "source": Source(None, source.files),
             "fields": fields,
             "ledger": ledger,
             "batch_size": batch_size,
         },
         batch_size=READ_BATCH,
         batch_format="pyarrow",
-        concurrency=actors,
-        max_restarts=-1,
-        max_task_retries=-1,
+        # Ray Data restarts a lost actor and retries its batch (max_restarts=-1 by default):
+        # no gap, and no duplicate, since the driver commits each row by id.
+        compute=ray.data.ActorPoolStrategy(size=actors),
         **resources,
     )
     report = AddReport()
     fingerprint = manifest.encoder["fingerprint"]
     pending: list[dict[str, Any]] = []
     waiting = 0
-    for batch in encoded.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+    # Two batches prefetched at most: backpressure, not collect-all.
+    stream = encoded.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+    for batch in unwrapped(stream):
         report.unchanged += int(batch["unchanged"].sum())
         keep = ~batch["skip"]
         part = {k: batch[k][keep] for k in ("id", "text", "metadata", "vector")}
@@ -208,6 +277,43 @@ def _encode_and_commit(
     if pending:
         _commit(col, pending, fingerprint, report)
     return report
+
+
+def unwrapped(batches: Iterator[Any]) -> Iterator[Any]:
+    """Batches from Ray; a hubsearch error raised remotely (a bad row in a reader, an actor's
+    encoder in another space) comes back wrapped in Ray's exceptions and is raised here as the
+    one-line error it is."""
+    try:
+        yield from batches
+    except Exception as exc:
+        cause = own_error(exc)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def own_error(exc: BaseException | None) -> HubsearchError | None:
+    """The hubsearch error at the root of a Ray exception, as a plain one-line error.
+
+    Ray wraps an actor's exception (a failed constructor comes back as ``ActorDiedError``
+    with only the remote traceback as text); users get the original class and line.
+    """
+    from engine import errors
+
+    text = ""
+    seen = 0
+    while exc is not None and seen < 20:
+        text += "\n" + str(exc)
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+        seen += 1
+    found = _REMOTE_ERROR.findall(text)
+    if not found:
+        return None
+    name, message = found[-1]
+    kind = getattr(errors, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, HubsearchError)):
+        return None
+    return kind(message.strip())
 
 
 def _commit(col: Any, parts: list[dict[str, Any]], fingerprint: Any, report: AddReport) -> None:
@@ -318,13 +424,10 @@ class EncoderActor:
     def __call__(self, batch: Any) -> dict[str, np.ndarray]:
         import ray
 
-        rows: list[tuple[Row, str]] = []
-        for raw in batch.to_pylist():
-            if self.source.json_lines and not raw["text"].strip():
-                continue
-            row = to_row(self.source.label, 0, self.source.record(raw, 0), self.fields)
-            meta_json = canonical_metadata(row.metadata, row.where)[1]
-            rows.append((row, meta_json))
+        rows = [
+            (row, canonical_metadata(row.metadata, row.where)[1])
+            for row in self.source.rows(batch, self.fields)
+        ]
         hashes = [content_hash(TEXT, r.text, m) for r, m in rows]
         stored = ray.get(self.ledger.stored.remote([r.id for r, _ in rows], hashes))
         todo = [i for i, s in enumerate(stored) if not s]

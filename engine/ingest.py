@@ -64,30 +64,46 @@ def read_rows(path: Path, fields: Fields) -> list[Row]:
 
 def iter_rows(path: Path, fields: Fields) -> Iterator[Row]:
     """The file's rows one by one, each checked; duplicates are the caller's (``IdSet``)."""
+    for line, rec in iter_records(path):
+        yield to_row(path.name, line, rec, fields)
+
+
+def iter_records(path: Path, row_group: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line or row, record)`` of a file; of one row group only for a Parquet ``row_group``
+    (the unit a cluster reads in parallel)."""
     suffix = path.suffix.lower()
     if not path.is_file():
         raise BadInput(f"{path}: no such file")
     if suffix in {".jsonl", ".ndjson", ".json"}:
-        records = _jsonl_records(path)
-    elif suffix in {".csv", ".tsv"}:
-        records = _csv_records(path, "\t" if suffix == ".tsv" else ",")
-    elif suffix in PARQUET_SUFFIXES:
-        records = _parquet_records(path)
-    else:
-        records = _text_records(path)
-    for line, rec in records:
-        yield to_row(path.name, line, rec, fields)
+        return _jsonl_records(path)
+    if suffix in {".csv", ".tsv"}:
+        return _csv_records(path, "\t" if suffix == ".tsv" else ",")
+    if suffix in PARQUET_SUFFIXES:
+        return _parquet_records(path, row_group)
+    return _text_records(path)
 
 
-def _parquet_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def parquet_row_groups(path: Path) -> list[int]:
+    """Rows in each row group of a Parquet file."""
+    with _parquet_file(path) as reader:
+        meta = reader.metadata
+        return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+
+
+def _parquet_file(path: Path) -> Any:
     pq = import_pyarrow_parquet()
     try:
-        reader = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises its own ArrowInvalid / OSError kinds
         raise BadInput(f"{path.name}: not a readable Parquet file ({exc})") from None
-    row = 0
-    with reader:
-        for batch in reader.iter_batches(batch_size=PARQUET_BATCH):
+
+
+def _parquet_records(path: Path, row_group: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    with _parquet_file(path) as reader:
+        meta = reader.metadata
+        groups = range(meta.num_row_groups) if row_group is None else [row_group]
+        row = sum(meta.row_group(g).num_rows for g in range(groups[0])) if groups else 0
+        for batch in reader.iter_batches(batch_size=PARQUET_BATCH, row_groups=groups):
             for record in batch.to_pylist():
                 row += 1
                 yield row, plain_record(record)
@@ -97,9 +113,7 @@ def import_pyarrow_parquet() -> Any:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise BadInput(
-            "reading Parquet needs pyarrow: pip install 'hubsearch[parquet]'"
-        ) from None
+        raise BadInput("reading Parquet needs pyarrow: pip install 'hubsearch[parquet]'") from None
     return pq
 
 

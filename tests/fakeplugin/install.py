@@ -14,6 +14,7 @@ HERE = Path(__file__).parent
 ENTRY_POINTS = """\
 [hubsearch.encoders]
 fake-hash = hubsearch_fake:HashEncoder
+fake-folder = hubsearch_fake:FolderEncoder
 broken-encoder = hubsearch_fake_missing_module:Encoder
 
 [hubsearch.commands]
