@@ -28,6 +28,7 @@ import os
 import re
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +46,13 @@ from engine.ingest import (
     IdSet,
     Row,
     is_parquet,
+    iter_rows,
     parquet_row_groups,
     plain_record,
     to_row,
 )
 from engine.ingest import iter_records as iter_file_records
+from engine.streamed import check_all
 
 INSTALL = "pip install 'hubsearch[ray]'"
 _REMOTE_ERROR = re.compile(r"engine\.errors\.(\w+): ([^\n]+)")
@@ -100,6 +103,7 @@ class Source:
 
     dataset: Any
     files: bool
+    paths: tuple[Path, ...] = ()
 
     def rows(self, batch: Any, fields: Fields, first: int = 1) -> Iterator[Row]:
         """Checked rows of one batch; ``first`` numbers a dataset's rows in messages."""
@@ -138,8 +142,9 @@ def open_source(data: Any, readers: int = 2) -> Source:
         parts.extend({"path": str(f.resolve()), "group": g} for g in groups)
     if not parts:
         raise BadInput(f"{path}: no JSONL, CSV or Parquet files in it")
-    # Readers take no CPU slot: with one actor per CPU they would otherwise wait for ever for
-    # a slot the actors hold (Ray Data's own read_parquet listed files in a 1-CPU task, and a
+    # Readers run where the files are (this machine; Ray ships the rows to the actors) and
+    # take no CPU slot: with one actor per CPU they would otherwise wait for ever for a slot
+    # the actors hold (Ray Data's own read_parquet listed files in a 1-CPU task, and a
     # 2-CPU cluster running 2 actors never read a row).
     dataset = ray.data.from_items(parts).map_batches(
         read_parts,
@@ -147,8 +152,9 @@ def open_source(data: Any, readers: int = 2) -> Source:
         batch_format="pyarrow",
         num_cpus=0,
         compute=ray.data.TaskPoolStrategy(size=readers),
+        scheduling_strategy=here(ray),
     )
-    return Source(dataset, files=True)
+    return Source(dataset, files=True, paths=tuple(files))
 
 
 def read_parts(parts: Any) -> Iterator[dict[str, np.ndarray]]:
@@ -185,7 +191,11 @@ def add_dataset(
     gpus_per_actor: float = 0,
     batch_size: int | None = None,
     chunk: int = COMMIT_EVERY,
+    timings: dict[str, float] | None = None,
 ) -> AddReport:
+    """See ``Collection.add_dataset``. ``timings``, when given, receives the seconds of each
+    phase (``check``, ``first_batch``: actor start-up until the first encoded batch is back,
+    ``encode``: the whole encoding and committing pass), which benchmarks report apart."""
     ray = import_ray()
     if actors < 1:
         raise BadInput(f"actors must be at least 1, got {actors}")
@@ -197,15 +207,26 @@ def add_dataset(
     kept_order = context.execution_options.preserve_order
     # Positions in messages (FILE:ROW) count rows in file order, in both passes.
     context.execution_options.preserve_order = True
+    timings = {} if timings is None else timings
     try:
+        started = time.perf_counter()
         check_rows(source, fields)
-        return _encode_and_commit(col, source, fields, actors, gpus_per_actor, batch_size, chunk)
+        timings["check"] = time.perf_counter() - started
+        return _encode_and_commit(
+            col, source, fields, (actors, gpus_per_actor), batch_size, chunk, timings
+        )
     finally:
         context.execution_options.preserve_order = kept_order
 
 
 def check_rows(source: Source, fields: Fields) -> int:
-    """The checking pass: every row (FILE:LINE in messages), unique ids; nothing is written."""
+    """The checking pass: every row (FILE:LINE in messages), unique ids; nothing is written.
+
+    Files are on this machine: they are read here, as ``hubsearch add`` reads them (a pass
+    through Ray cost a 2-core machine 4x the time). A dataset's rows stream through here.
+    """
+    if source.files:
+        return check_all(row for path in source.paths for row in iter_rows(path, fields))
     seen = IdSet()
     try:
         first = 1
@@ -226,12 +247,14 @@ def _encode_and_commit(
     col: Any,
     source: Source,
     fields: Fields,
-    actors: int,
-    gpus_per_actor: float,
+    pool: tuple[int, float],
     batch_size: int | None,
     chunk: int,
+    timings: dict[str, float],
 ) -> AddReport:
     ray = import_ray()
+    actors, gpus_per_actor = pool
+    started = time.perf_counter()
     manifest = col.manifest
     ledger = _ledger(ray, col.folder)
     options, shipped = ship_external_options(ray, col.encoder, manifest.encoder.get("options", {}))
@@ -265,6 +288,7 @@ def _encode_and_commit(
     # Two batches prefetched at most: backpressure, not collect-all.
     stream = encoded.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
     for batch in unwrapped(stream):
+        timings.setdefault("first_batch", time.perf_counter() - started)
         report.unchanged += int(batch["unchanged"].sum())
         keep = ~batch["skip"]
         part = {k: batch[k][keep] for k in ("id", "text", "metadata", "vector")}
@@ -276,6 +300,7 @@ def _encode_and_commit(
             pending, waiting = [], 0
     if pending:
         _commit(col, pending, fingerprint, report)
+    timings["encode"] = time.perf_counter() - started
     return report
 
 
@@ -328,15 +353,18 @@ def _commit(col: Any, parts: list[dict[str, Any]], fingerprint: Any, report: Add
 # -- the ledger: which rows are stored already --------------------------------------------------
 
 
-def _ledger(ray: Any, folder: Path) -> Any:
-    """A ledger actor pinned to this machine, where the collection's files are."""
+def here(ray: Any) -> Any:
+    """Scheduling on this machine (the driver's), where the collection and input files are."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = ray.get_runtime_context().get_node_id()
+    node = ray.get_runtime_context().get_node_id()
+    return NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+
+
+def _ledger(ray: Any, folder: Path) -> Any:
+    """A ledger actor on this machine, which can read the collection's store."""
     actor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Ledger)
-    return actor.options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)
-    ).remote(str(folder))
+    return actor.options(scheduling_strategy=here(ray)).remote(str(folder))
 
 
 class Ledger:
