@@ -1,21 +1,25 @@
 """Encode on a Ray cluster, commit here: ``Collection.add_dataset`` and ``hubsearch add --ray``.
 
 The collection keeps one writer and crash-safe commits; only encoding is spread. The driver
-(this process) reads every row once to check it and refuse duplicate ids before anything is
-written, then Ray streams the rows through a pool of encoder actors (``map_batches``, one CPU
-or GPU each) and the encoded batches back to the driver, which commits them through the normal
+(this process) first checks every row and refuses duplicate ids before anything is written
+(files are read here, as ``hubsearch add`` reads them; a ``ray.data.Dataset`` streams through
+here). Then Ray streams the rows through a pool of encoder actors (``map_batches``, one CPU or
+GPU each) and the encoded batches back to the driver, which commits them through the normal
 writer a chunk at a time. Ray Data bounds what is in flight (backpressure), so memory here does
 not grow with the dataset.
 
 Resuming: before encoding a batch an actor asks the ledger (an actor on the driver's machine,
 which can read the collection's store) which rows are already stored with the same content
 hash, and skips them, so re-running an interrupted add re-encodes only what was not committed.
+Rows are hashed as an in-process add hashes them, so both kinds of add see each other's rows
+as unchanged.
 
-Actors never read the driver's disk: the encoder is rebuilt on each actor from its name and
-options, and every option naming a local file or folder (the plugin's ``external_options``: a
-SavedModel ``handle=``, a ``towers=`` folder) is packed into Ray's object store and unpacked
-into a temporary folder on the actor. The actor then checks that its encoder's fingerprint is
-the collection's, so an actor with other weights cannot write into this embedding space.
+Actors never read the driver's disk: input files are read by tasks pinned to the driver's
+machine, and the encoder is rebuilt on each actor from its name and options, every option
+naming a local file or folder (the plugin's ``external_options``: a SavedModel ``handle=``, a
+``towers=`` folder) packed into Ray's object store and unpacked into a temporary folder there.
+The actor then checks that its encoder's fingerprint is the collection's, so an actor with
+other weights cannot write into this embedding space.
 
 Nothing in the core imports this module or Ray; ``Collection.add_dataset`` imports it.
 """

@@ -115,3 +115,14 @@ def test_duplicate_check_spills_to_disk_and_still_finds_duplicates():
     with pytest.raises(BadInput, match=r"f:99: duplicate id 'id3' \(first at f:3\)"):
         seen.add(Row("id3", "t", {}, "f:99"))
     seen.close()
+
+
+def test_the_core_imports_neither_ray_nor_pyarrow():
+    import subprocess
+
+    code = (
+        "import sys, engine, engine.cli_data, engine.collection, engine.streamed; "
+        "print(sorted(m for m in ('ray', 'pyarrow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

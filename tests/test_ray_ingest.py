@@ -77,6 +77,7 @@ def vectors_of(col, ids):
     return col.view.vectors.get(internal)
 
 
+@pytest.mark.slow  # loads the real model on an actor and in process: ~90 s on 2 loaded cores
 def test_same_documents_and_vectors_as_an_in_process_add(cluster, engine, tmp_path):
     """The real use-multilingual model on banking77 questions, encoded by one actor."""
     with BANKING.open() as f:
@@ -154,6 +155,38 @@ def test_a_killed_actor_leaves_no_duplicate_and_no_gap(cluster, engine, tmp_path
     assert np.einsum("ij,ij->i", vectors_of(col, ids), expected).min() >= 0.99999
 
 
+def test_a_distributed_add_runs_beside_other_writers_and_readers(cluster, engine, tmp_path):
+    """Another thread adds and searches through the same handle while the cluster encodes."""
+    import threading
+
+    rows = tickets(2000)
+    path = write_parquet(tmp_path / "kb.parquet", rows, row_group_size=200)
+    col = engine.create("busy", encoder="fake-hash", index="flat", options={"dim": 64})
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def other_writer() -> None:
+        try:
+            for i in range(20):
+                col.add(
+                    texts=[f"other note {i} {j}" for j in range(10)],
+                    ids=[f"o{i}-{j}" for j in range(10)],
+                )
+                col.search("card problem", k=3)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    report = col.add_dataset(path, text="body", id="ticket", actors=1, chunk=200)
+    thread.join(120)
+    assert done.is_set() and not errors, errors
+    assert report.added == 2000 and col.count() == 2200
+    assert len({d.internal_id for d in col.get([r["ticket"] for r in rows])}) == 2000
+
+
 DRIVER = """
 import sys, ray
 from engine import Engine
@@ -165,6 +198,7 @@ print("finished")
 """
 
 
+@pytest.mark.slow  # a second driver process joins the cluster: ~40 s on 2 loaded cores
 def test_a_killed_driver_is_resumed_without_re_encoding_what_was_committed(
     cluster, engine, tmp_path
 ):
