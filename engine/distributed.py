@@ -34,6 +34,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ INSTALL = "pip install 'hubsearch[ray]'"
 _REMOTE_ERROR = re.compile(r"engine\.errors\.(\w+): ([^\n]+)")
 #: Rows per batch read by the checking pass (driver) and handed to an encoder actor.
 READ_BATCH = 1024
+#: Bytes per Ray Data block (see ``_small_blocks``).
+BLOCK_BYTES = 1 << 20
 READABLE = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", *PARQUET_SUFFIXES}
 
 
@@ -156,7 +159,7 @@ def open_source(data: Any, readers: int = 2) -> Source:
         batch_format="pyarrow",
         num_cpus=0,
         compute=ray.data.TaskPoolStrategy(size=readers),
-        scheduling_strategy=here(ray),
+        label_selector=here(ray),
     )
     return Source(dataset, files=True, paths=tuple(files))
 
@@ -206,21 +209,44 @@ def add_dataset(
     if not ray.is_initialized():
         ray.init(include_dashboard=False)
     fields = Fields(id=id, text=text, meta=tuple(metadata or ()))
-    source = open_source(data, readers=max(1, actors))
-    context = ray.data.DataContext.get_current()
-    kept_order = context.execution_options.preserve_order
-    # Positions in messages (FILE:ROW) count rows in file order, in both passes.
-    context.execution_options.preserve_order = True
     timings = {} if timings is None else timings
-    try:
+    with _small_blocks(ray):
+        source = open_source(data, readers=max(1, actors))
         started = time.perf_counter()
         check_rows(source, fields)
         timings["check"] = time.perf_counter() - started
         return _encode_and_commit(
             col, source, fields, (actors, gpus_per_actor), batch_size, chunk, timings
         )
+
+
+@contextmanager
+def _small_blocks(ray: Any) -> Iterator[None]:
+    """Ray Data settings for this add (a dataset seals the context it was made in).
+
+    Blocks of about a megabyte instead of Ray's 128 MiB: a map task sends its output when a
+    block is full, so with large blocks the driver got nothing until an actor had encoded
+    tens of thousands of rows (a 20,000-row add came back in one piece at the end) and could
+    commit nothing meanwhile. Order is kept so that a dataset's rows are numbered the same in
+    every pass.
+    """
+    context = ray.data.DataContext.get_current()
+    kept = (
+        context.execution_options.preserve_order,
+        context.target_max_block_size,
+        context.target_min_block_size,
+    )
+    context.execution_options.preserve_order = True
+    context.target_max_block_size = BLOCK_BYTES
+    context.target_min_block_size = BLOCK_BYTES // 16
+    try:
+        yield
     finally:
-        context.execution_options.preserve_order = kept_order
+        (
+            context.execution_options.preserve_order,
+            context.target_max_block_size,
+            context.target_min_block_size,
+        ) = kept
 
 
 def check_rows(source: Source, fields: Fields) -> int:
@@ -357,18 +383,15 @@ def _commit(col: Any, parts: list[dict[str, Any]], fingerprint: Any, report: Add
 # -- the ledger: which rows are stored already --------------------------------------------------
 
 
-def here(ray: Any) -> Any:
-    """Scheduling on this machine (the driver's), where the collection and input files are."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    node = ray.get_runtime_context().get_node_id()
-    return NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+def here(ray: Any) -> dict[str, str]:
+    """A label selector for this machine (the driver's): the collection and input files."""
+    return {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
 
 
 def _ledger(ray: Any, folder: Path) -> Any:
     """A ledger actor on this machine, which can read the collection's store."""
     actor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Ledger)
-    return actor.options(scheduling_strategy=here(ray)).remote(str(folder))
+    return actor.options(label_selector=here(ray)).remote(str(folder))
 
 
 class Ledger:
