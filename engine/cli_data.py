@@ -11,7 +11,15 @@ import click
 
 from engine.cli_common import engine_for
 from engine.cli_startup import prepare_encoder
-from engine.ingest import Fields, check_unique, is_text_file, read_rows, read_sidecar
+from engine.ingest import (
+    Fields,
+    check_unique,
+    is_parquet,
+    is_text_file,
+    iter_rows,
+    read_rows,
+    read_sidecar,
+)
 
 
 @click.command()
@@ -35,6 +43,26 @@ from engine.ingest import Fields, check_unique, is_text_file, read_rows, read_si
     help="CSV/JSONL of image metadata keyed by file name (field 'file').",
 )
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Items per model call.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[auto|ADDRESS]",
+    help="Encode on a Ray cluster (auto: the running one; bare --ray: start a local one); "
+    "this process commits. Needs hubsearch[ray].",
+)
+@click.option(
+    "--actors", type=click.IntRange(1), default=1, show_default=True, help="With --ray: encoders."
+)
+@click.option(
+    "--gpus-per-actor",
+    type=click.FloatRange(0),
+    default=0,
+    show_default=True,
+    help="With --ray: GPUs each encoder actor takes (0: one CPU each).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 @click.pass_context
@@ -47,12 +75,16 @@ def add(
     meta_fields: tuple[str, ...],
     sidecar: str | None,
     batch_size: int | None,
+    ray_address: str | None,
+    actors: int,
+    gpus_per_actor: float,
     as_json: bool,
     progress: bool | None,
 ) -> None:
     """Add (or update, by id) documents from JSONL, CSV, text files or image folders.
 
-    Text files: JSONL (one object per line), CSV/TSV (header row) or plain text (one document
+    Text files: JSONL (one object per line), CSV/TSV (header row), Parquet (read a row group
+    at a time, added in chunks; needs hubsearch[parquet]) or plain text (one document
     per line). Every row is checked before anything is written; a bad row stops the import with
     FILE:LINE. Images: files, folders (recursive) or globs; unreadable images are skipped and
     reported. Re-adding unchanged items costs nothing.
@@ -61,20 +93,33 @@ def add(
     hubsearch add faq kb.jsonl --id-field qid --meta-field lang --meta-field topic
     hubsearch add tickets export.csv --text-field body
     hubsearch add photos ./catalogue --sidecar catalogue.csv
+    hubsearch add tickets export.parquet --id-field ticket_id --ray auto --actors 8 \\
+        --gpus-per-actor 1
     """
     from engine.cli_format import show_report
     from engine.collection import AddReport
 
+    fields = Fields(id=id_field, text=text_field, meta=meta_fields)
+    if ray_address is not None:
+        cluster = {"address": ray_address, "actors": actors, "gpus_per_actor": gpus_per_actor}
+        _add_on_ray(ctx, name, paths, fields, batch_size, cluster, as_json)
+        return
     col = engine_for(ctx).open(name)
     prepare_encoder(col.encoder)
     if progress is None:
         progress = sys.stderr.isatty() and not as_json
-    fields = Fields(id=id_field, text=text_field, meta=meta_fields)
     text_paths = [Path(p) for p in paths if Path(p).is_file() and is_text_file(Path(p))]
     image_args = [p for p in paths if not (Path(p).is_file() and is_text_file(Path(p)))]
     started = time.perf_counter()
     report = AddReport()
-    if text_paths:
+    if any(is_parquet(p) for p in text_paths):
+        from engine.streamed import add_streamed
+
+        def read() -> Any:
+            return (row for path in text_paths for row in iter_rows(path, fields))
+
+        report.merge(add_streamed(col, read, batch_size, progress))
+    elif text_paths:
         rows = [row for path in text_paths for row in read_rows(path, fields)]
         check_unique(rows)
         report.merge(
@@ -88,6 +133,40 @@ def add(
         )
     if image_args:
         report.merge(_add_images(col, image_args, sidecar, batch_size, progress))
+    show_report(report, time.perf_counter() - started, as_json)
+
+
+def _add_on_ray(
+    ctx: click.Context,
+    name: str,
+    paths: tuple[str, ...],
+    fields: Fields,
+    batch_size: int | None,
+    cluster: dict[str, Any],
+    as_json: bool,
+) -> None:
+    """``add --ray``: the rows are checked here, encoded by actors, committed here."""
+    from engine.cli_format import show_report
+    from engine.collection import AddReport
+    from engine.distributed import connect
+
+    col = engine_for(ctx).open(name)  # before starting a cluster: a wrong name fails fast
+    address = cluster["address"]
+    connect(None if address == "local" else address)
+    started = time.perf_counter()
+    report = AddReport()
+    for path in paths:
+        report.merge(
+            col.add_dataset(
+                path,
+                text=fields.text,
+                id=fields.id,
+                metadata=list(fields.meta),
+                actors=cluster["actors"],
+                gpus_per_actor=cluster["gpus_per_actor"],
+                batch_size=batch_size,
+            )
+        )
     show_report(report, time.perf_counter() - started, as_json)
 
 

@@ -58,12 +58,16 @@ class AddReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    #: Items sent through an encoder on a cluster (``add_dataset``); rows found stored
+    #: unchanged before encoding are not, which is what makes re-running a cut-off add cheap.
+    encoded: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
 
     def merge(self, other: AddReport) -> None:
         self.added += other.added
         self.updated += other.updated
         self.unchanged += other.unchanged
+        self.encoded += other.encoded
         self.skipped.extend(other.skipped)
 
 
@@ -274,6 +278,41 @@ class Collection:
             self._write_items(m, items, given, batch_size, progress, report)
         return report
 
+    def add_encoded(
+        self,
+        texts: Sequence[str],
+        vectors: Any,
+        ids: Sequence[Any],
+        metadata: Sequence[Any] | None,
+        fingerprint: dict[str, Any],
+    ) -> AddReport:
+        """Add texts with the vectors this collection's encoder gave for them elsewhere.
+
+        Encoder actors on a cluster (``engine.distributed``) encode; this process commits. The
+        items are hashed as an ordinary text add hashes them (without the vector), so adding
+        the same rows in process afterwards, or re-running an interrupted distributed add,
+        finds them unchanged. ``fingerprint`` is the encoder's that made ``vectors``: another
+        embedding space is refused.
+        """
+        m = self.manifest
+        check_same_fingerprint(m.name, m.encoder["fingerprint"], fingerprint)
+        report = AddReport()
+        items, given = self._prepare(texts, None, vectors, ids, metadata, report)
+        with self.writer.writing() as m:
+            self._write_items(m, items, given, None, False, report, own_vectors=True)
+        return report
+
+    def add_dataset(self, data: Any, **options: Any) -> AddReport:
+        """Encode a Ray dataset (or a Parquet/JSONL/CSV path) on a Ray cluster, commit here.
+
+        Keywords: ``text``, ``id``, ``metadata`` (fields), ``actors``, ``gpus_per_actor``,
+        ``batch_size``, ``chunk`` (rows per commit). Needs ``hubsearch[ray]``; see
+        ``engine.distributed`` for how rows are checked, shipped and resumed.
+        """
+        from engine.distributed import add_dataset
+
+        return add_dataset(self, data, **options)
+
     def _prepare(
         self, texts: Any, images: Any, vectors: Any, ids: Any, metadata: Any, report: AddReport
     ) -> tuple[list[_Item], np.ndarray | None]:
@@ -326,6 +365,7 @@ class Collection:
         batch_size: int | None,
         progress: bool,
         report: AddReport,
+        own_vectors: bool = False,
     ) -> None:
         from engine.pipeline import encode_items
 
@@ -340,7 +380,7 @@ class Collection:
                 it.modality,
                 it.content,
                 it.metadata_json,
-                b"" if given is None else given[it.position].tobytes(),
+                b"" if given is None or own_vectors else given[it.position].tobytes(),
             )
             old = live.get(it.external_id)
             if old is not None and old[1] == h:
@@ -475,12 +515,14 @@ def resolve_min_score(value: Any, manifest: Manifest) -> float | None:
 
 
 def check_same_space(manifest: Manifest, encoder: Encoder) -> None:
-    stored = manifest.encoder["fingerprint"]
-    current = encoder.fingerprint
+    check_same_fingerprint(manifest.name, manifest.encoder["fingerprint"], encoder.fingerprint)
+
+
+def check_same_fingerprint(name: str, stored: dict[str, Any], current: dict[str, Any]) -> None:
     if stored != current:
         diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         raise SpaceMismatch(
-            f"collection {manifest.name!r} was built with encoder {stored.get('encoder')!r} "
+            f"collection {name!r} was built with encoder {stored.get('encoder')!r} "
             f"in another embedding space (differs in: {', '.join(diff)}); "
             f"use the same encoder and options, or create a new collection"
         )

@@ -28,16 +28,7 @@ def check_ids(ids: Sequence[Any] | None, n: int, default: Sequence[str]) -> list
     out: list[str] = []
     first_seen: dict[str, int] = {}
     for i, raw in enumerate(ids):
-        if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-            raise BadInput(f"item {i}: id must be a string or integer, got {type(raw).__name__}")
-        ext = str(raw)
-        if not ext.strip():
-            raise BadInput(f"item {i}: id is empty")
-        if len(ext) > MAX_ID_LENGTH:
-            raise BadInput(f"item {i}: id is longer than {MAX_ID_LENGTH} characters")
-        problem = _unstorable(ext)
-        if problem:
-            raise BadInput(f"item {i}: id is not valid Unicode ({problem})")
+        ext = check_id(raw, f"item {i}")
         if ext in first_seen:
             raise BadInput(
                 f"item {i}: duplicate id {ext!r} (also item {first_seen[ext]}) in one add"
@@ -45,6 +36,21 @@ def check_ids(ids: Sequence[Any] | None, n: int, default: Sequence[str]) -> list
         first_seen[ext] = i
         out.append(ext)
     return out
+
+
+def check_id(raw: Any, label: str) -> str:
+    """One id as stored (a string); ``label`` names the item in the message."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        raise BadInput(f"{label}: id must be a string or integer, got {type(raw).__name__}")
+    ext = str(raw)
+    if not ext.strip():
+        raise BadInput(f"{label}: id is empty")
+    if len(ext) > MAX_ID_LENGTH:
+        raise BadInput(f"{label}: id is longer than {MAX_ID_LENGTH} characters")
+    problem = _unstorable(ext)
+    if problem:
+        raise BadInput(f"{label}: id is not valid Unicode ({problem})")
+    return ext
 
 
 def lookup_ids(ids: Sequence[Any]) -> list[str]:
@@ -93,34 +99,34 @@ def check_metadata(
     metadata = list(metadata)
     if len(metadata) != n:
         raise BadInput(f"metadata: got {len(metadata)} entries for {n} items")
-    out = []
-    for i, entry in enumerate(metadata):
-        if entry is None:
-            entry = {}
-        if not isinstance(entry, dict):
-            raise BadInput(
-                f"item {i} (id {ids[i]!r}): metadata must be an object, got {type(entry).__name__}"
-            )
-        problem = None if _flat(entry) else _value_problem(entry)
-        if problem:
-            raise BadInput(f"item {i} (id {ids[i]!r}): metadata {problem}")
-        try:
-            text = _CANONICAL_JSON(entry)
-            text.encode()  # a lone surrogate passes json but not the store
-        except UnicodeEncodeError as exc:
-            raise BadInput(
-                f"item {i} (id {ids[i]!r}): metadata is not valid Unicode ({exc.reason})"
-            ) from None
-        except (TypeError, ValueError) as exc:
-            raise BadInput(f"item {i} (id {ids[i]!r}): metadata is not JSON ({exc})") from None
-        if not _plain_keys(entry):
-            bad = next(k for k in _keys(entry) if not _plain_key(k))
-            raise BadInput(
-                f"item {i} (id {ids[i]!r}): metadata key {bad!r} must be a non-empty "
-                f"string not starting with '$'"
-            )
-        out.append((entry, text))  # the caller's dict, not a copy: stored as `text` anyway
-    return out
+    return [
+        canonical_metadata(entry, f"item {i} (id {ids[i]!r})") for i, entry in enumerate(metadata)
+    ]
+
+
+def canonical_metadata(entry: Any, label: str) -> tuple[dict[str, Any], str]:
+    """``(entry, canonical JSON)``, or a BadInput naming ``label``; serialised once, then
+    stored and hashed as is."""
+    if entry is None:
+        entry = {}
+    if not isinstance(entry, dict):
+        raise BadInput(f"{label}: metadata must be an object, got {type(entry).__name__}")
+    problem = None if _flat(entry) else _value_problem(entry)
+    if problem:
+        raise BadInput(f"{label}: metadata {problem}")
+    try:
+        text = _CANONICAL_JSON(entry)
+        text.encode()  # a lone surrogate passes json but not the store
+    except UnicodeEncodeError as exc:
+        raise BadInput(f"{label}: metadata is not valid Unicode ({exc.reason})") from None
+    except (TypeError, ValueError) as exc:
+        raise BadInput(f"{label}: metadata is not JSON ({exc})") from None
+    if not _plain_keys(entry):
+        bad = next(k for k in _keys(entry) if not _plain_key(k))
+        raise BadInput(
+            f"{label}: metadata key {bad!r} must be a non-empty string not starting with '$'"
+        )
+    return entry, text  # the caller's dict, not a copy: stored as `text` anyway
 
 
 _FLAT = (str, float, bool, type(None))

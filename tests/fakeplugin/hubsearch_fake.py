@@ -7,12 +7,15 @@ of the engine measure the engine, not a model.
 
 from __future__ import annotations
 
+import os
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engine.encoders import EncoderBase, option_int, option_str, reject_unknown_options
+from engine.errors import PluginLoadError
 
 
 class HashEncoder(EncoderBase):
@@ -38,6 +41,7 @@ class HashEncoder(EncoderBase):
         return slot
 
     def _encode_batch(self, items: list[str], modality: str) -> np.ndarray:
+        _test_faults()
         rows, cols, signs = [], [], []
         for row, text in enumerate(items):
             for word in text.lower().split():
@@ -72,3 +76,51 @@ class PixelEncoder(EncoderBase):
             quads = [image[:h, :w], image[:h, w:], image[h:, :w], image[h:, w:]]
             out[row] = np.concatenate([q.reshape(-1, 3).mean(0) if q.size else 0 for q in quads])
         return out + 1.0  # never all-zero
+
+
+class FolderEncoder(HashEncoder):
+    """`fake-hash` salted by ``<folder>/salt.txt``: an encoder that loads a file from disk,
+    as a SavedModel ``handle=`` does, to test that cluster actors get it shipped."""
+
+    name = "fake-folder"
+    external_options = frozenset({"folder"})
+
+    def __init__(self, **options: Any) -> None:
+        reject_unknown_options(options, {"dim", "folder"}, "encoder 'fake-folder'")
+        folder = Path(option_str(options, "folder", "") or ".").resolve()
+        forbidden = os.environ.get("HUBSEARCH_FAKE_FORBID")
+        if forbidden and str(folder).startswith(forbidden):
+            raise PluginLoadError(f"fake-folder: {folder} is the driver's disk, not readable here")
+        salt = (folder / "salt.txt").read_text()
+        super().__init__(dim=option_int(options, "dim", 64), salt=salt)
+        self._options = {"dim": self.dim, "folder": str(folder)}
+
+
+_calls = 0
+
+
+def _test_faults() -> None:
+    """Faults the Ray tests inject into encoder actors through their environment.
+
+    HUBSEARCH_FAKE_SLOW: seconds each batch takes. HUBSEARCH_FAKE_CRASH: a file holding N;
+    the first process to reach its N-th batch renames it away and dies (one crash only).
+    """
+    global _calls
+    _calls += 1
+    slow = os.environ.get("HUBSEARCH_FAKE_SLOW")
+    if slow:
+        import time
+
+        time.sleep(float(slow))
+    arm = os.environ.get("HUBSEARCH_FAKE_CRASH")
+    if arm and os.path.exists(arm):
+        try:
+            after = int(Path(arm).read_text())
+        except (OSError, ValueError):
+            return
+        if _calls >= after:
+            try:
+                os.rename(arm, arm + ".fired")
+            except OSError:
+                return
+            os._exit(1)

@@ -15,6 +15,7 @@ ENTRY_POINTS = """\
 [hubsearch.encoders]
 fake-hash = hubsearch_fake:HashEncoder
 fake-pixels = hubsearch_fake:PixelEncoder
+fake-folder = hubsearch_fake:FolderEncoder
 broken-encoder = hubsearch_fake_missing_module:Encoder
 
 [hubsearch.commands]
