@@ -55,6 +55,7 @@ class Change:
     index_kind: dict[str, Any] | None = None  # its {"kind", "params"} when the kind changes
     vector_files: VectorFiles | None = None  # a compaction's new epoch
     event: dict[str, Any] | None = None  # recorded in the manifest's history
+    keyword: dict[str, Any] | None = None  # a keyword index built for this generation
 
 
 class Writer:
@@ -120,7 +121,8 @@ class Writer:
         files = change.vector_files or m.vectors
         if change.rows:
             files = self.vectors.append(files, change.vectors)
-        self.store.write(gen, change.rows, change.retire)
+        keyword = (change.keyword or m.keyword) is not None
+        self.store.write(gen, change.rows, change.retire, keyword=keyword)
         if change.index is not None:
             # A replacement index is private until published: build and save it while
             # searches go on with the old one; only the switch itself takes the view's lock.
@@ -170,6 +172,7 @@ class Writer:
             index=index_meta,
             history=tuple(history),
             uuid=m.uuid or new_uuid(),
+            keyword=change.keyword or m.keyword,
         )
         write_manifest(self.folder, new)  # the commit
         self.view.adopt(new, index)

@@ -1,0 +1,333 @@
+"""Keyword and hybrid search: segmentation in 16 languages, query syntax, fusion, consistency."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+
+from engine.errors import BadInput
+from engine.hybrid import fuse
+from engine.keywords import filter_query, search_query, segment
+
+# One short real sentence per language of use-multilingual, and a word of it a user would type
+# (for scripts without spaces, a word of two or more characters inside the sentence).
+SENTENCES = {
+    "ar": ("نسيت كلمة المرور الخاصة بحسابي", "المرور"),
+    "de": ("Meine Karte wurde vom Geldautomaten eingezogen", "Geldautomaten"),
+    "en": ("My card was swallowed by the cash machine", "swallowed"),
+    "es": ("¿Cómo puedo cambiar la dirección de envío?", "direccion"),
+    "fr": ("Ma carte bancaire a été refusée au magasin", "refusée"),
+    "it": ("Il bonifico non è ancora arrivato sul conto", "bonifico"),
+    "ja": ("パスワードを忘れてしまいました", "パスワード"),
+    "ko": ("비밀번호를 잊어버렸어요", "비밀번호"),
+    "nl": ("Mijn betaling is twee keer afgeschreven", "afgeschreven"),
+    "pl": ("Nie mogę zalogować się do aplikacji", "zalogowac"),
+    "pt": ("Minha transferência ainda não chegou", "transferencia"),
+    "ru": ("Я забыл пароль от приложения", "Пароль"),
+    "th": ("ฉันลืมรหัสผ่านของฉัน", "รหัสผ่าน"),
+    "tr": ("Kartım bankamatikte sıkıştı", "bankamatikte"),
+    "zh-CN": ("我忘记了我的密码怎么办", "密码"),
+    "zh-TW": ("我的信用卡被自動櫃員機吞了", "信用卡"),
+}
+
+
+@pytest.fixture
+def col(engine):
+    return engine.create("kb", encoder="fake-hash", index="flat", options={"dim": 64})
+
+
+def add_kb(col, texts, ids=None, metadata=None):
+    return col.add(texts=texts, ids=ids or [f"d{i}" for i in range(len(texts))], metadata=metadata)
+
+
+def ids_of(hits):
+    return [h.id for h in hits]
+
+
+# -- segmentation and query building --------------------------------------------------------
+
+
+def test_segment_keeps_identifiers_whole_and_in_parts():
+    terms = segment(
+        "Error ERR_CARD_502 on XR-2200, write to anna.kowalski@example.com or 3.14"
+    ).split()
+    for whole in ("err_card_502", "xr-2200", "anna.kowalski@example.com", "3.14"):
+        assert whole in terms
+    for part in ("card", "502", "xr", "2200", "xr2200", "example"):
+        assert part in terms
+
+
+def test_segment_folds_case_and_diacritics():
+    assert segment("Ça Élève Straße ÅNGSTRÖM") == "ca eleve strasse angstrom"
+
+
+def test_dense_scripts_become_bigrams_plus_single_characters():
+    assert segment("密码错误").split() == ["密码", "码错", "错误", "密", "码", "错", "误"]
+    assert search_query("密码") == '"密码"'
+    assert filter_query("密码错误") == '"密码 码错 错误"'
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        '"unbalanced',
+        "a * b",
+        "NEAR(x y)",
+        "-card",
+        "((card",
+        "card)) OR",
+        'say "hi" and "',
+        "^card:*",
+        "AND OR NOT",
+        "{col}: x",
+        "'",
+        "\x00",
+    ],
+)
+def test_hostile_query_syntax_never_raises(col, query):
+    add_kb(col, ["card declined near the shop", "reset card pin"])
+    hits = col.search(query, mode="keyword", k=5)
+    assert all(h.keyword_score is not None for h in hits)
+    col.search(query, k=5)  # hybrid
+    col.search("card", where={"$text": query}, k=5)
+
+
+# -- search modes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang", sorted(SENTENCES))
+def test_keyword_query_in_each_language(col, lang):
+    others = [s for code, (s, _) in SENTENCES.items() if code != lang]
+    sentence, word = SENTENCES[lang]
+    add_kb(col, [sentence, *others], ids=[lang, *[f"o{i}" for i in range(len(others))]])
+    hits = col.search(word, mode="keyword", k=3)
+    assert ids_of(hits)[:1] == [lang], (word, ids_of(hits))
+    assert col.search(word, where={"$text": word}, mode="vector", k=3)[0].id == lang
+
+
+def test_identifier_beats_similar_wording(col):
+    texts = [f"payment failed with error ERR_CARD_{n} when paying online" for n in range(500, 520)]
+    add_kb(col, texts, ids=[f"e{n}" for n in range(500, 520)])
+    for mode in ("keyword", "hybrid"):
+        assert col.search("ERR_CARD_502 when paying online", mode=mode, k=1)[0].id == "e502"
+    assert ids_of(col.search("card", where={"$text": "ERR_CARD_507"}, k=5)) == ["e507"]
+
+
+def test_hits_carry_both_sides_scores(col):
+    add_kb(col, ["reset the card pin", "XR-2200 printer jams", "weather is nice today"])
+    hits = col.search("XR-2200 printer", k=3)
+    top = hits[0]
+    assert top.id == "d1" and top.similarity is not None and top.keyword_score is not None
+    only_vector = [h for h in hits if h.keyword_score is None]
+    assert only_vector and all(h.similarity is not None for h in only_vector)
+    vec = col.search("XR-2200 printer", mode="vector", k=3)
+    assert all(h.score == h.similarity and h.keyword_score is None for h in vec)
+    kw = col.search("XR-2200 printer", mode="keyword", k=3)
+    assert ids_of(kw) == ["d1"] and kw[0].similarity is None
+    assert kw[0].score == kw[0].keyword_score > 0
+
+
+def test_phrases_in_double_quotes(col):
+    add_kb(col, ["the card was blocked", "blocked: the card"])
+    assert ids_of(col.search('"card was blocked"', mode="keyword")) == ["d0"]
+    assert set(ids_of(col.search("card blocked", mode="keyword"))) == {"d0", "d1"}
+
+
+def test_k_hits_whenever_k_documents_match(col):
+    add_kb(col, [f"document number {i} about topic {i % 3}" for i in range(30)])
+    # keyword side finds 1, vector side supplies the rest
+    hits = col.search("XR-2200 topic", k=20)
+    assert len(hits) == 20 and len(set(ids_of(hits))) == 20
+    assert len(col.search("nothing matches these words", k=50)) == 30
+    assert col.search("zzz qqq", mode="keyword", k=5) == []
+
+
+def test_filters_apply_to_both_sides(col):
+    texts = [f"router model XR-{2200 + i} manual" for i in range(20)]
+    meta = [{"lang": "de" if i % 2 else "en"} for i in range(20)]
+    add_kb(col, texts, metadata=meta)
+    for mode in ("keyword", "hybrid", "vector"):
+        hits = col.search("router XR-2203 manual", k=5, where={"lang": "de"}, mode=mode)
+        assert len(hits) == 5 and all(h.metadata["lang"] == "de" for h in hits)
+        assert hits[0].id == "d3"
+    both = {"$and": [{"lang": "en"}, {"$or": [{"$text": "XR-2204"}, {"$text": "XR-2206"}]}]}
+    assert sorted(ids_of(col.search("manual", where=both, k=10))) == ["d4", "d6"]
+    assert col.search("manual", where={"lang": "de", "$text": "XR-2204"}, k=10) == []
+
+
+def test_modes_and_alpha_are_checked(col, engine):
+    add_kb(col, ["one text"])
+    with pytest.raises(BadInput, match="mode must be one of"):
+        col.search("x", mode="bm25")
+    with pytest.raises(BadInput, match="alpha"):
+        col.search("x", alpha=1.5)
+    with pytest.raises(BadInput, match="needs a text query"):
+        col.search(vector=np.ones(64, np.float32), mode="keyword")
+    with pytest.raises(BadInput, match="fusion"):
+        col.search("x", fusion="max")
+
+
+def test_alpha_leans_each_way(col):
+    add_kb(col, ["alpha beta gamma delta", "XR-2200", "alpha beta gamma"])
+    q = "alpha beta gamma XR-2200"
+    assert col.search(q, alpha=0.0, k=1)[0].id == "d1"  # keywords only: the rare identifier
+    assert col.search(q, alpha=1.0, k=3) and col.search(q, alpha=1.0, k=1)[0].id != "d1"
+
+
+# -- fusion ---------------------------------------------------------------------------------
+
+
+def arrays(ids, scores):
+    return np.array(ids, dtype=np.int64), np.array(scores, dtype=np.float32)
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "score"])
+def test_fusion_with_one_side_empty_keeps_the_other_order(fusion):
+    vec = arrays([3, 1, 2], [0.9, 0.5, 0.1])
+    out = fuse(vec, arrays([], []), 10, 0.5, fusion)
+    assert out.ids.tolist() == [3, 1, 2]
+    out = fuse(arrays([], []), vec, 2, 0.5, fusion)
+    assert out.ids.tolist() == [3, 1]
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "score"])
+def test_fusion_ties_are_broken_the_same_way_every_time(fusion):
+    # 1 is first by vectors, 2 first by keywords: equal fused scores at alpha 0.5
+    out = fuse(arrays([1, 2], [0.9, 0.8]), arrays([2, 1], [5.0, 4.0]), 2, 0.5, fusion)
+    assert out.scores[0] == pytest.approx(out.scores[1])
+    assert out.ids.tolist() == [1, 2]  # the higher similarity wins the tie
+    same = fuse(arrays([5, 4], [0.5, 0.5]), arrays([], []), 2, 0.5, fusion)
+    # rrf keeps the side's rank order; equal normalised scores go to the lower id
+    assert same.ids.tolist() == ([5, 4] if fusion == "rrf" else [4, 5])
+
+
+def test_score_fusion_found_by_both_sides_wins():
+    out = fuse(arrays([1, 2, 3], [0.9, 0.8, 0.1]), arrays([2, 4], [3.0, 1.0]), 4, 0.5, "score")
+    assert out.ids.tolist()[0] == 2
+    assert out.similarity[2] == pytest.approx(0.8) and out.keyword[2] == 3.0
+    assert 4 not in out.similarity
+
+
+# -- defaults, old collections, other stores ------------------------------------------------
+
+
+def test_new_text_collection_records_the_keyword_index(col, engine):
+    assert engine.info("kb").keyword == {"version": 1}
+
+
+def test_old_collection_searches_by_vector_until_reindex_keyword(engine):
+    col = engine.create("old", encoder="fake-hash", index="flat", keyword=False)
+    add_kb(col, ["card blocked XR-2200", "printer jams", "weather today"])
+    before = col.search("XR-2200 printer", k=3)
+    assert all(h.keyword_score is None and h.score == h.similarity for h in before)
+    with pytest.raises(BadInput, match="reindex old --keyword"):
+        col.search("XR-2200", mode="keyword")
+    with pytest.raises(BadInput, match="reindex old --keyword"):
+        col.search("x", where={"$text": "XR-2200"})
+    m = col.build_keywords()
+    assert m.keyword == {"version": 1} and m.history[-1]["event"] == "keyword-index"
+    assert ids_of(col.search("XR-2200", mode="keyword")) == ["d0"]
+    assert col.search("XR-2200 printer", k=3)[0].keyword_score is not None
+    add_kb(col, ["XR-2200 again"], ids=["new"])  # later adds are indexed too
+    assert set(ids_of(col.search("XR-2200", mode="keyword"))) == {"d0", "new"}
+
+
+def test_manifest_without_keyword_field_opens_as_vector_only(engine):
+    col = engine.create("legacy", encoder="fake-hash", index="flat")
+    add_kb(col, ["card blocked"])
+    path = col.folder / "manifest.json"
+    data = json.loads(path.read_text())
+    del data["keyword"]
+    path.write_text(json.dumps(data))
+    again = engine.open_with("legacy", col.encoder)
+    assert again.manifest.keyword is None
+    assert again.search("card", k=1)[0].keyword_score is None
+
+
+def test_precomputed_collection_searches_its_texts_by_keyword(engine):
+    col = engine.create("pre", encoder="precomputed", options={"dim": 4}, keyword=True)
+    col.add(
+        texts=["XR-2200 manual", "other"], vectors=np.eye(4, dtype=np.float32)[:2], ids=["a", "b"]
+    )
+    assert ids_of(col.search("xr-2200")) == ["a"]  # keyword mode: no text encoder
+
+
+def test_vectors_only_collection_has_no_keyword_mode(engine):
+    col = engine.create("vec", encoder="precomputed", options={"dim": 4})
+    col.add(vectors=np.eye(4, dtype=np.float32), ids=list("abcd"))
+    with pytest.raises(BadInput, match="no keyword index"):
+        col.search("a", mode="keyword")
+
+
+# -- consistency ----------------------------------------------------------------------------
+
+
+def keyword_rows(col) -> set[int]:
+    with sqlite3.connect(col.folder / "store.sqlite") as db:
+        return {r[0] for r in db.execute("SELECT rowid FROM keywords")}
+
+
+def physical_text_rows(col) -> set[int]:
+    with sqlite3.connect(col.folder / "store.sqlite") as db:
+        return {r[0] for r in db.execute("SELECT id FROM documents WHERE modality = 'text'")}
+
+
+def test_upsert_delete_compact_keep_the_keyword_index_exact(col):
+    add_kb(col, ["XR-2200 old text", "keep me", "delete me ERR_9"], ids=["u", "k", "d"])
+    add_kb(col, ["XR-3300 new text"], ids=["u"])
+    assert ids_of(col.search("XR-3300", mode="keyword")) == ["u"]
+    assert col.search("old", mode="keyword") == []  # the old version is retired
+    assert col.search("text", where={"$text": "XR-2200"}) == []
+    col.delete(["d"])
+    assert col.search("ERR_9", mode="keyword") == []
+    assert keyword_rows(col) == physical_text_rows(col)
+    col.compact()
+    assert keyword_rows(col) == physical_text_rows(col)
+    assert len(keyword_rows(col)) == 2
+
+
+def test_rollback_removes_keyword_rows_of_an_uncommitted_write(col):
+    add_kb(col, ["committed XR-1"], ids=["a"])
+    m = col.manifest
+    # A killed writer's rows: written to the store, never committed by a manifest.
+    from engine.store import NewRow
+
+    row = NewRow(m.next_id, "b", "text", "ghost XR-2", {}, "{}", "h")
+    col.store.write(m.generation + 1, [row], [], keyword=True)
+    assert col.search("ghost", mode="keyword") == []  # invisible at the committed generation
+    add_kb(col, ["next"], ids=["c"])  # the next writer rolls back first
+    assert keyword_rows(col) == physical_text_rows(col)
+    assert col.search("ghost", mode="keyword") == []
+
+
+def test_searches_from_threads_while_a_writer_adds(col):
+    add_kb(col, [f"seed {i} XR-{i}" for i in range(50)], ids=[f"s{i}" for i in range(50)])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                for mode in ("keyword", "hybrid"):
+                    hits = col.search("XR-7 seed", mode=mode, k=5)
+                    assert hits[0].id == "s7", ids_of(hits)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for batch in range(10):
+        add_kb(
+            col, [f"more {batch} {i}" for i in range(20)], ids=[f"m{batch}-{i}" for i in range(20)]
+        )
+    col.delete([f"m0-{i}" for i in range(20)])
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert keyword_rows(col) == physical_text_rows(col)
