@@ -211,6 +211,17 @@ class Engine:
             raise CollectionNotFound(f"no collection named {name!r} in {self.home}")
         return read_manifest(folder)
 
+    def keyword_stats(self, name: str) -> dict[str, int] | None:
+        """Rows and bytes of a collection's keyword index (None without one); no encoder needed."""
+        from engine.collection import open_store
+
+        folder = self._folder(name)
+        store = open_store(folder, self.info(name))
+        try:
+            return store.keyword_stats()
+        finally:
+            store.close()
+
     def external_sources(self, name: str) -> list[dict[str, str]]:
         """What a collection loads from outside hubsearch: models it runs, the store it uses.
 

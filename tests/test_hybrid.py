@@ -331,3 +331,67 @@ def test_searches_from_threads_while_a_writer_adds(col):
         t.join()
     assert not errors, errors[0]
     assert keyword_rows(col) == physical_text_rows(col)
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run(tmp_path, fake_site):
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+
+    home = tmp_path / "cli-home"
+
+    def invoke(*args: str, ok: bool = True):
+        result = CliRunner().invoke(cli, ["--home", str(home), *args], prog_name="hubsearch")
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return invoke
+
+
+@pytest.fixture
+def kb_file(tmp_path):
+    path = tmp_path / "kb.jsonl"
+    rows = [
+        {"id": "err", "text": "payment refused with ERR_CARD_502", "lang": "en"},
+        {"id": "xr", "text": "Der Drucker XR-2200 zieht kein Papier ein", "lang": "de"},
+        {"id": "pin", "text": "how do I reset my card pin", "lang": "en"},
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    return path
+
+
+def test_cli_search_modes_and_info(run, kb_file):
+    run("create", "faq", "--encoder", "fake-hash", "-o", "dim=64")
+    run("add", "faq", str(kb_file), "--meta-field", "lang")
+    out = run("search", "faq", "ERR_CARD_502", "--mode", "keyword", "--json").output
+    hits = [json.loads(line) for line in out.splitlines()]
+    assert hits[0]["id"] == "err" and hits[0]["similarity"] is None
+    out = run("search", "faq", "xr-2200 papier", "--alpha", "0.3", "--json", "-k", "3").output
+    top = json.loads(out.splitlines()[0])
+    assert top["id"] == "xr" and top["keyword_score"] > 0 and top["similarity"] is not None
+    where = json.dumps({"$text": "XR-2200"})
+    out = run("search", "faq", "card", "--where", where, "--mode", "vector", "--json").output
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["xr"]
+    info = run("info", "faq").output
+    assert "keyword index: 3 texts" in info
+    assert json.loads(run("info", "faq", "--json").output)["keyword"]["rows"] == 3
+    bad = run("search", "faq", "x", "--alpha", "2", ok=False)
+    assert bad.exit_code == 2
+
+
+def test_cli_reindex_keyword_for_a_collection_without_one(run, kb_file):
+    run("create", "old", "--encoder", "fake-hash", "--no-keyword")
+    run("add", "old", str(kb_file))
+    assert "keyword index: none" in run("info", "old").output
+    failed = run("search", "old", "ERR_CARD_502", "--mode", "keyword", ok=False)
+    assert failed.exit_code != 0 and "reindex old --keyword" in failed.output
+    out = run("reindex", "old", "--keyword").output
+    assert "built the keyword index of 'old' (3 texts)" in out
+    assert json.loads(run("info", "old", "--json").output)["index"]["kind"] == "auto"
+    out = run("search", "old", "ERR_CARD_502", "--mode", "keyword").output
+    assert "err" in out.splitlines()[0]
