@@ -147,6 +147,8 @@ class Collection:
         check_k(k, self.max_k)
         where = with_modality(parse_where(where), modality)
         if self._mode(mode, query is not None) != "vector":
+            if not isinstance(query, str) or not query.strip():
+                raise BadInput("query: text is empty")
             return self._search_texts([query], k, where, mode, alpha, fusion)[0]
         q = self._query_vector(query, image, vector)
         return self._search_vectors(q[None, :], k, where)[0]
