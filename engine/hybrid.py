@@ -1,17 +1,20 @@
 """Fusing the vector and keyword rankings of one query into one.
 
-Two fusions are offered, both weighted by ``alpha`` (the vector side's weight, 0..1):
+Three fusions, each weighted by ``alpha`` (the vector side's weight, 0..1); a document the
+other side did not find gets 0 from it:
 
+- ``"score"``: ``alpha * cosine + (1 - alpha) * keyword``, where the keyword score is bm25
+  over the bm25 of an ideal match (engine/keyword_store.py `plan`), so both are on absolute
+  scales: a weak keyword match (two common words of five) cannot outrank a strong vector
+  match, and an exact rare identifier counts fully.
+- ``"relative"``: both sides min-max normalised over their own candidates (Weaviate's
+  relative-score fusion): whatever each side ranks first gets 1, however weak it is.
 - ``"rrf"``, reciprocal rank fusion: ``alpha / (60 + rank_v) + (1 - alpha) / (60 + rank_k)``.
-  Only ranks count, so neither side's score scale matters; but a document ranked first by one
-  side and absent from the other ties with one ranked about 60th by both.
-- ``"score"``, normalised score fusion (Weaviate's relative-score fusion): each side's scores
-  min-max normalised over its own candidates, then ``alpha * v + (1 - alpha) * k``. How far
-  ahead the best candidate is counts, so a keyword side that found one exact identifier
-  outweighs a vector side of near-equal similarities.
+  Only ranks count; a document ranked first by one side and absent from the other ties with
+  one ranked about 60th by both.
 
-Which is the default, and why, is decided by measurement: see ``DEFAULT_FUSION`` and
-docs/benchmarks.md ("Keyword and hybrid search").
+The default is chosen by measurement (bench/hybrid.py; docs/benchmarks.md, "Keyword and
+hybrid search").
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from engine.errors import BadInput
 
 MODES = ("hybrid", "vector", "keyword")
-FUSIONS = ("rrf", "score")
+FUSIONS = ("score", "relative", "rrf")
 #: Chosen on the manual-page known-item benchmark (bench/hybrid.py, docs/benchmarks.md).
 DEFAULT_FUSION = "score"
 DEFAULT_ALPHA = 0.5
@@ -83,9 +86,12 @@ def fuse(
     if fusion == "rrf":
         v_part = _rrf(v_ids, ids)
         k_part = _rrf(k_ids, ids)
-    else:
+    elif fusion == "relative":
         v_part = _normalised(similarity, ids)
         k_part = _normalised(kw, ids)
+    else:
+        v_part = np.array([max(similarity.get(i, 0.0), 0.0) for i in ids.tolist()])
+        k_part = np.array([kw.get(i, 0.0) for i in ids.tolist()])
     fused = alpha * v_part + (1 - alpha) * k_part
     sim = np.array([similarity.get(i, -np.inf) for i in ids.tolist()])
     kws = np.array([kw.get(i, -np.inf) for i in ids.tolist()])

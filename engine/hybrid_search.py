@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from engine import hybrid
-from engine.keywords import search_query
+from engine.keywords import query_units
 from engine.live import LiveView
 from engine.search import Planner
 from engine.store import Document, Store
@@ -43,15 +43,17 @@ def run(
     fusion: str,
 ) -> tuple[list[Ranked], dict[int, Document]]:
     """Hybrid search when query vectors ``q`` are given, keyword search alone otherwise."""
-    fts = [search_query(t) for t in texts]
+    units = [query_units(t) for t in texts]
     for _ in range(3):
         with view.reading() as served:
             m = served.manifest
             n = min(hybrid.depth(k), max(m.count, 1))
             vec = planner.candidates_many(q, n, where, served) if q is not None else None
         kws = [
-            store.keyword_search(f, m.generation, n if q is not None else k, where) if f else _NONE
-            for f in fts
+            store.keyword_search(u, m.generation, n if q is not None else k, where, m.count)
+            if u
+            else _NONE
+            for u in units
         ]
         results = [
             _combine(kw, None if vec is None else vec[i], k, alpha, fusion)

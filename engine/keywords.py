@@ -50,6 +50,9 @@ _MARKS = re.compile(
 _WORD = rf"[^\W_{_DENSE}]+"
 _TOKEN = re.compile(rf"([{_DENSE}]+)|({_WORD}(?:[{re.escape(JOINERS)}]+{_WORD})*)")
 _PART = re.compile(_WORD)
+_ASCII_TOKEN = re.compile(rf"[a-z0-9]+(?:[{re.escape(JOINERS)}]+[a-z0-9]+)*")
+_ASCII_JOINED = re.compile(rf"[{re.escape(JOINERS)}]")
+_ASCII_PART = re.compile("[a-z0-9]+")
 _DENSE_CHAR = re.compile(f"[{_DENSE}]")
 _PHRASE = re.compile(r'"([^"]*)"')
 # Arabic letter variants folded to one form (alef maqsura / ya), beside NFKD's hamza removal.
@@ -66,6 +69,15 @@ def normalise(text: str) -> str:
 
 def _units(text: str) -> list[tuple[list[str], list[str]]]:
     """Per word or dense run: (its terms in order, the extra terms that also find it)."""
+    if text.isascii():  # most texts: one simpler pattern, about 3x faster than the general one
+        out = []
+        for word in _ASCII_TOKEN.findall(text.lower()):
+            if _ASCII_JOINED.search(word):
+                parts = _ASCII_PART.findall(word)
+                out.append(([word], [*parts, "".join(parts)]))
+            else:
+                out.append(([word], []))
+        return out
     out = []
     for m in _TOKEN.finditer(normalise(text)):
         dense, word = m.group(1), m.group(2)
@@ -95,26 +107,35 @@ def _quoted(terms: list[str]) -> str:
     return '"' + " ".join(terms) + '"'
 
 
-def search_query(text: str) -> str | None:
-    """An FTS5 query ranking documents by any of the query's terms (None: no terms at all).
-
-    OR, not AND: a known-item or FAQ query rarely has all its words in the answer, and bm25
-    ranks documents having more (and rarer) terms first. Phrases in double quotes stay phrases.
-    """
-    parts: list[str] = []
+def query_units(text: str) -> list[tuple[str, ...]]:
+    """The units a search ranks by: single terms, and phrases (several terms) where the query
+    has text in double quotes. At most MAX_QUERY_TERMS, duplicates removed."""
+    units: list[tuple[str, ...]] = []
     for i, piece in enumerate(_PHRASE.split(text)):
         if i % 2:  # inside double quotes
-            terms = [t for u, _ in _units(piece) for t in u]
+            terms = tuple(t for u, _ in _units(piece) for t in u)
             if terms:
-                parts.append(_quoted(terms))
+                units.append(terms)
         else:
             for terms, extra in _units(piece):
                 # An identifier's parts find documents naming it differently; a dense run's
                 # single characters would match nearly everything.
                 found_by = [] if _DENSE_CHAR.match(terms[0]) else extra
-                parts.extend(_quoted([t]) for t in terms + found_by)
-    unique = list(dict.fromkeys(parts))[:MAX_QUERY_TERMS]
-    return " OR ".join(unique) or None
+                units.extend((t,) for t in terms + found_by)
+    return list(dict.fromkeys(units))[:MAX_QUERY_TERMS]
+
+
+def any_of(units: list[tuple[str, ...]]) -> str | None:
+    """An FTS5 query matching documents holding any unit (None for no units).
+
+    OR, not AND: a known-item or FAQ query rarely has all its words in the answer, and bm25
+    ranks documents having more (and rarer) terms first.
+    """
+    return " OR ".join(_quoted(list(u)) for u in units) or None
+
+
+def search_query(text: str) -> str | None:
+    return any_of(query_units(text))
 
 
 def filter_query(text: str) -> str | None:

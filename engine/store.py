@@ -191,6 +191,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = connect(url)
+        self.term_stats = keyword_store.TermStats()
 
     def create_schema(self, keyword: bool = False) -> bool:
         """Create the tables; with ``keyword``, the keyword index too where the store has one
@@ -351,21 +352,35 @@ class Store:
             return _id_array(conn.execute(added)), _id_array(conn.execute(removed))
 
     def keyword_search(
-        self, fts_query: str, gen: int, limit: int, where: dict[str, Any] | None = None
+        self,
+        units: list[tuple[str, ...]],
+        gen: int,
+        limit: int,
+        where: dict[str, Any] | None,
+        total: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, scores) of the best keyword matches visible at ``gen`` and matching ``where``."""
+        """(ids, scores) of the best keyword matches visible at ``gen`` and matching ``where``.
+
+        Scores are bm25 over an ideal match's (see keyword_store.plan), capped at 1.
+        """
         d = documents.c
         dialect = self.engine.dialect.name
         keyword_store.require_sqlite(dialect)
         condition = visible(gen)
         if where is not None:
             condition = and_(condition, compile_where(where, d.id, meta, d.modality, dialect))
-        query = keyword_store.ranked(fts_query, d.id, condition, limit)
         with self.engine.connect() as conn:
+            terms = {t for u in units for t in u}
+            df = self.term_stats.frequencies(conn, terms, total)
+            fts_query, ideal = keyword_store.plan(units, df, total)
+            if fts_query is None:
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            query = keyword_store.ranked(fts_query, d.id, condition, limit)
             sql, params = _compiled(conn, query)
             rows = conn.exec_driver_sql(sql, params).fetchall()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
-        return ids, np.array([r[1] for r in rows], dtype=np.float32)
+        scores = np.minimum(np.array([r[1] for r in rows], dtype=np.float64) / ideal, 1.0)
+        return ids, scores.astype(np.float32)
 
     def keyword_stats(self) -> dict[str, int] | None:
         """Rows and bytes of the keyword index, None without one."""

@@ -185,7 +185,7 @@ def arrays(ids, scores):
     return np.array(ids, dtype=np.int64), np.array(scores, dtype=np.float32)
 
 
-@pytest.mark.parametrize("fusion", ["rrf", "score"])
+@pytest.mark.parametrize("fusion", ["rrf", "score", "relative"])
 def test_fusion_with_one_side_empty_keeps_the_other_order(fusion):
     vec = arrays([3, 1, 2], [0.9, 0.5, 0.1])
     out = fuse(vec, arrays([], []), 10, 0.5, fusion)
@@ -194,7 +194,7 @@ def test_fusion_with_one_side_empty_keeps_the_other_order(fusion):
     assert out.ids.tolist() == [3, 1]
 
 
-@pytest.mark.parametrize("fusion", ["rrf", "score"])
+@pytest.mark.parametrize("fusion", ["rrf", "relative"])
 def test_fusion_ties_are_broken_the_same_way_every_time(fusion):
     # 1 is first by vectors, 2 first by keywords: equal fused scores at alpha 0.5
     out = fuse(arrays([1, 2], [0.9, 0.8]), arrays([2, 1], [5.0, 4.0]), 2, 0.5, fusion)
@@ -206,9 +206,9 @@ def test_fusion_ties_are_broken_the_same_way_every_time(fusion):
 
 
 def test_score_fusion_found_by_both_sides_wins():
-    out = fuse(arrays([1, 2, 3], [0.9, 0.8, 0.1]), arrays([2, 4], [3.0, 1.0]), 4, 0.5, "score")
+    out = fuse(arrays([1, 2, 3], [0.9, 0.8, 0.1]), arrays([2, 4], [0.3, 0.1]), 4, 0.5, "score")
     assert out.ids.tolist()[0] == 2
-    assert out.similarity[2] == pytest.approx(0.8) and out.keyword[2] == 3.0
+    assert out.similarity[2] == pytest.approx(0.8) and out.keyword[2] == pytest.approx(0.3)
     assert 4 not in out.similarity
 
 
