@@ -29,7 +29,7 @@ _MACRO_TEXT = re.compile(r"^\.(B|I|BR|IR|RB|RI|BI|IB|SM|SB|TP|IP|Nm|Nd|Fn|Fa|Ar|
 
 def _text(line: str) -> str | None:
     """A groff source line as plain text, or None for requests that print nothing."""
-    if line.startswith((".\\\"", "'\\\"", '.\\"')):
+    if line.startswith(('.\\"', "'\\\"", '.\\"')):
         return None
     if line.startswith(".") or line.startswith("'"):
         m = _MACRO_TEXT.match(line)
@@ -41,13 +41,21 @@ def _text(line: str) -> str | None:
     return line.replace("\\-", "-").replace("\\e", "\\").replace("\\ ", " ").strip()
 
 
-def parse(path: Path) -> tuple[str, str] | None:
-    """(summary, document) of one page, or None for aliases and pages without a NAME line."""
+def read_page(path: Path) -> str | None:
+    """A page's groff source, None for symlinks (aliases) and unreadable files."""
     if path.is_symlink():
         return None
     try:
-        raw = gzip.open(path, "rt", encoding="utf-8", errors="replace").read()
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+            return f.read()
     except (OSError, EOFError):
+        return None
+
+
+def parse(path: Path) -> tuple[str, str] | None:
+    """(summary, document) of one page, or None for aliases and pages without a NAME line."""
+    raw = read_page(path)
+    if raw is None:
         return None
     if raw.lstrip().startswith(".so "):
         return None
