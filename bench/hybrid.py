@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+# bench/engine.py would shadow the engine package: the repository first, bench/ last.
+sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.append(str(HERE))
 
 from hybrid_corpus import MAN, _text, build, read_page  # noqa: E402
 

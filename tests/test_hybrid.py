@@ -395,3 +395,26 @@ def test_cli_reindex_keyword_for_a_collection_without_one(run, kb_file):
     assert json.loads(run("info", "old", "--json").output)["index"]["kind"] == "auto"
     out = run("search", "old", "ERR_CARD_502", "--mode", "keyword").output
     assert "err" in out.splitlines()[0]
+
+
+# -- the real encoder -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_hybrid_with_use_multilingual_finds_the_error_code_and_keeps_meaning(engine):
+    col = engine.create("desk", encoder="use-multilingual", index="flat")
+    tickets = {
+        f"t{code}": f"Payment declined with error ERR_CARD_{code} when paying online"
+        for code in range(500, 510)
+    }
+    tickets["pwd"] = "我忘记了登录密码，怎么办？"
+    tickets["limit"] = "Wie kann ich mein Ausgabenlimit erhöhen?"
+    col.add(texts=list(tickets.values()), ids=list(tickets))
+    # the code decides among near-identical sentences: vectors alone cannot tell them apart
+    vector = col.search("ERR_CARD_507 when paying online", mode="vector", k=10)
+    hybrid = col.search("ERR_CARD_507 when paying online", k=3)
+    assert hybrid[0].id == "t507" and hybrid[0].keyword_score > 0.8
+    assert [h.id for h in vector].index("t507") > 0 or vector[0].score - vector[1].score < 0.01
+    # meaning still wins across languages when the shared words are only common ones
+    top = col.search("Ich habe mein Passwort vergessen", k=2)
+    assert top[0].id == "pwd" and top[0].keyword_score is None
