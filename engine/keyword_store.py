@@ -118,9 +118,7 @@ class TermStats:
         return out
 
 
-def plan(
-    units: list[tuple[str, ...]], df: dict[str, int], total: int
-) -> tuple[str | None, float]:
+def plan(units: list[tuple[str, ...]], df: dict[str, int], total: int) -> tuple[str | None, float]:
     """The FTS5 query to run and the bm25 score of an ideal match, for normalising.
 
     The ideal is the sum of the units' idf (FTS5's formula): what a document of average length
