@@ -361,7 +361,7 @@ class Store:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the best keyword matches visible at ``gen`` and matching ``where``.
 
-        Scores are bm25 over an ideal match's (see keyword_store.plan), capped at 1.
+        Scores are bm25 over an ideal match's (see keyword_store.plan), at most 1.
         """
         d = documents.c
         dialect = self.engine.dialect.name
@@ -379,8 +379,10 @@ class Store:
             sql, params = _compiled(conn, query)
             rows = conn.exec_driver_sql(sql, params).fetchall()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
-        scores = np.minimum(np.array([r[1] for r in rows], dtype=np.float64) / ideal, 1.0)
-        return ids, scores.astype(np.float32)
+        raw = np.array([r[1] for r in rows], dtype=np.float64)
+        # A short document, or one repeating a word, scores above the ideal: dividing by the
+        # best score then keeps the order among such documents (capping at 1 tied them).
+        return ids, (raw / max(ideal, raw.max(initial=0.0))).astype(np.float32)
 
     def keyword_stats(self) -> dict[str, int] | None:
         """Rows and bytes of the keyword index, None without one."""
