@@ -131,6 +131,16 @@ def test_hits_carry_both_sides_scores(col):
     assert kw[0].score == kw[0].keyword_score > 0
 
 
+def test_keyword_scores_keep_bm25_order_above_an_ideal_match(col):
+    fillers = [f"unrelated filler text number {i}" for i in range(6)]
+    add_kb(col, ["XR-2200 XR-2200", "XR-2200 manual", *fillers])
+    hits = col.search("XR-2200", mode="keyword", k=2)
+    assert ids_of(hits) == ["d0", "d1"]
+    # both are shorter than average and score above an ideal match: they are not tied at a
+    # cap of 1 (which lost their order when fused with the vector side)
+    assert hits[0].keyword_score == 1.0 > hits[1].keyword_score > 0.5
+
+
 def test_phrases_in_double_quotes(col):
     add_kb(col, ["the card was blocked", "blocked: the card"])
     assert ids_of(col.search('"card was blocked"', mode="keyword")) == ["d0"]
