@@ -429,3 +429,15 @@ def test_hybrid_with_use_multilingual_finds_the_error_code_and_keeps_meaning(eng
     # meaning still wins across languages when the shared words are only common ones
     top = col.search("Ich habe mein Passwort vergessen", k=2)
     assert top[0].id == "pwd" and top[0].keyword_score is None
+
+
+def test_mixed_collection_indexes_only_its_texts(engine, tmp_path):
+    col = engine.create("mixed", encoder="precomputed", options={"dim": 4}, keyword=True)
+    eye = np.eye(4, dtype=np.float32)
+    col.add(texts=["red XR-2200 shoe", "blue boot"], vectors=eye[:2], ids=["t1", "t2"])
+    photo = tmp_path / "XR-2200.jpg"  # an image whose path holds the model number
+    photo.write_bytes(b"not decoded: the vector is given")
+    col.add(images=[photo], vectors=eye[2:3], ids=["p1"])
+    assert keyword_rows(col) == physical_text_rows(col) and len(keyword_rows(col)) == 2
+    assert ids_of(col.search("XR-2200", mode="keyword", k=5)) == ["t1"]
+    assert ids_of(col.search(vector=eye[2], k=1, where={"$modality": "image"})) == ["p1"]
