@@ -441,3 +441,20 @@ def test_mixed_collection_indexes_only_its_texts(engine, tmp_path):
     assert keyword_rows(col) == physical_text_rows(col) and len(keyword_rows(col)) == 2
     assert ids_of(col.search("XR-2200", mode="keyword", k=5)) == ["t1"]
     assert ids_of(col.search(vector=eye[2], k=1, where={"$modality": "image"})) == ["p1"]
+
+
+def test_search_many_searches_each_query_like_search(col):
+    add_kb(col, ["XR-2200 printer jams", "reset the card pin", "ERR_9 on login"])
+    queries = ["XR-2200", "card pin", "ERR_9 login"]
+    for mode in ("keyword", "hybrid"):
+        many = col.search_many(queries, k=2, mode=mode)
+        assert [ids_of(h) for h in many] == [ids_of(col.search(q, k=2, mode=mode)) for q in queries]
+    assert [h[0].id for h in col.search_many(queries, k=1)] == ["d0", "d1", "d2"]
+
+
+def test_other_stores_refuse_keyword_search_in_one_line():
+    from engine.keyword_store import require_sqlite
+
+    with pytest.raises(BadInput, match="needs a SQLite store") as err:
+        require_sqlite("postgresql")
+    assert "\n" not in str(err.value)
