@@ -19,10 +19,14 @@ from sqlalchemy import ColumnElement, column, false, func, literal_column, selec
 from engine.errors import BadInput
 from engine.keywords import TABLE, TOKENIZER, any_of, filter_query, segment
 
-#: Below this many documents every term is searched; above, terms in more than half of the
-#: documents are left out of the match (FTS5's bm25 gives them no weight anyway, while walking
-#: their posting lists made one query of six words take 366 ms at 20,000 manual pages).
+#: Below this many documents every term is searched; above, terms in more than COMMON_SHARE
+#: of the documents are left out of the match (they still count in the ideal match's score).
+#: FTS5's bm25 reads the whole posting list of every term it matches: with only the words in
+#: over half of the documents left out (bm25 weighs those zero), keyword p50 at 100,000
+#: passages was 86 ms; at a tenth, 10.5 ms (their idf, at most log 9, is a fifth of a rare
+#: word's). Measured in bench/hybrid.py; docs/benchmarks.md has the quality either way.
 PRUNE_FROM = 1_000
+COMMON_SHARE = 0.1
 #: Cached document frequencies, and how far the collection may grow before one is recounted.
 DF_CACHE = 100_000
 DF_DRIFT = 0.1
@@ -131,7 +135,7 @@ def plan(units: list[tuple[str, ...]], df: dict[str, int], total: int) -> tuple[
     ideal = sum(max(math.log((n - d + 0.5) / (d + 0.5)), 1e-6) for d in unit_df)
     keep = [u for u, d in zip(units, unit_df, strict=True) if d > 0]
     if total >= PRUNE_FROM:
-        rare = [u for u, d in zip(units, unit_df, strict=True) if 0 < d <= n / 2]
+        rare = [u for u, d in zip(units, unit_df, strict=True) if 0 < d <= n * COMMON_SHARE]
         # only common words: search the least common one
         keep = rare if rare or not keep else [min(keep, key=lambda u: min(df[t] for t in u))]
     return any_of(keep), ideal

@@ -458,3 +458,14 @@ def test_other_stores_refuse_keyword_search_in_one_line():
     with pytest.raises(BadInput, match="needs a SQLite store") as err:
         require_sqlite("postgresql")
     assert "\n" not in str(err.value)
+
+
+def test_common_words_are_left_out_of_large_collections_matches():
+    from engine.keyword_store import plan
+
+    df = {"list": 3_000, "files": 1_500, "xr-2200": 2, "the": 9_000}
+    query, ideal = plan([("list",), ("files",), ("xr-2200",)], df, 10_000)
+    assert query == '"xr-2200"' and ideal > 0  # the common words still weigh in the ideal
+    assert plan([("list",), ("the",)], df, 10_000)[0] == '"list"'  # only common: the rarest
+    assert plan([("list",), ("xr-2200",)], df, 500)[0] == '"list" OR "xr-2200"'  # small: all
+    assert plan([("nowhere",)], {}, 10_000)[0] is None
