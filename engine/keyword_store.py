@@ -130,8 +130,9 @@ def plan(units: list[tuple[str, ...]], df: dict[str, int], total: int) -> tuple[
     weight the document holds, so a match on two common words of a five-word query counts
     little beside a vector match, while a rare identifier matched exactly counts fully.
     """
-    n = max(total, 1)
     unit_df = [min(df.get(t, 0) for t in u) for u in units]
+    # The index also holds retired rows until they are purged: a count can exceed ``total``.
+    n = max(total, *unit_df, 1)
     ideal = sum(max(math.log((n - d + 0.5) / (d + 0.5)), 1e-6) for d in unit_df)
     keep = [u for u, d in zip(units, unit_df, strict=True) if d > 0]
     if total >= PRUNE_FROM:
