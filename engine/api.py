@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from engine.collection import Collection
-from engine.encoders import Encoder
+from engine.encoders import IMAGE, TEXT, Encoder
 from engine.errors import (
     BadInput,
     CollectionExists,
@@ -27,6 +27,7 @@ from engine.errors import (
     PluginLoadError,
     PluginNotFound,
 )
+from engine.keywords import VERSION as KEYWORD_VERSION
 from engine.manifest import (
     MANIFEST,
     Manifest,
@@ -52,6 +53,15 @@ def default_home() -> Path:
         os.path.expanduser("~"), ".local", "share"
     )
     return Path(base) / "hubsearch"
+
+
+def keyword_default(encoder: Encoder, wanted: bool | None) -> bool:
+    """Yes for encoders of text; on request for `precomputed` (its texts can be stored)."""
+    if wanted is None:
+        return TEXT in encoder.modalities
+    if wanted and IMAGE in encoder.modalities and TEXT not in encoder.modalities:
+        raise BadInput(f"encoder {encoder.name!r} takes only images: there are no words to index")
+    return bool(wanted)
 
 
 def check_name(name: str) -> str:
@@ -112,8 +122,14 @@ class Engine:
         options: dict[str, Any] | None = None,
         index_options: dict[str, Any] | None = None,
         store_url: str | None = None,
+        keyword: bool | None = None,
     ) -> Collection:
-        """Create an empty collection; it appears on disk complete or not at all."""
+        """Create an empty collection; it appears on disk complete or not at all.
+
+        ``keyword``: keep a keyword index beside the vectors (searches are then hybrid by
+        default). The default is yes for encoders of text on a SQLite store, the only store
+        whose keyword index (FTS5) is built and tested.
+        """
         folder = self._folder(name)
         if (folder / MANIFEST).exists():
             raise CollectionExists(f"collection {name!r} already exists in {self.home}")
@@ -127,13 +143,16 @@ class Engine:
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".creating", dir=self.home))
         try:
             (staging / "vectors").mkdir()
-            Store(store_url or f"sqlite:///{staging / 'store.sqlite'}").create_schema()
+            store = Store(store_url or f"sqlite:///{staging / 'store.sqlite'}")
+            keyword = store.create_schema(keyword_default(enc, keyword))
+            store.close()
             manifest = Manifest(
                 name=name,
                 encoder={"name": encoder, "options": enc.options, "fingerprint": enc.fingerprint},
                 index={"kind": index, "params": idx.params, "state": idx.state()},
                 store_url=store_url,
                 uuid=new_uuid(),
+                keyword={"version": KEYWORD_VERSION} if keyword else None,
             )
             write_manifest(staging, manifest)
             try:
@@ -191,6 +210,17 @@ class Engine:
         if not (folder / MANIFEST).exists():
             raise CollectionNotFound(f"no collection named {name!r} in {self.home}")
         return read_manifest(folder)
+
+    def keyword_stats(self, name: str) -> dict[str, int] | None:
+        """Rows and bytes of a collection's keyword index (None without one); no encoder needed."""
+        from engine.collection import open_store
+
+        folder = self._folder(name)
+        store = open_store(folder, self.info(name))
+        try:
+            return store.keyword_stats()
+        finally:
+            store.close()
 
     def external_sources(self, name: str) -> list[dict[str, str]]:
         """What a collection loads from outside hubsearch: models it runs, the store it uses.

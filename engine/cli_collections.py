@@ -27,6 +27,11 @@ from engine.errors import UnknownOption
     default=None,
     help="SQLAlchemy URL of the metadata store (default: SQLite inside the collection folder).",
 )
+@click.option(
+    "--keyword/--no-keyword",
+    default=None,
+    help="Keep a keyword index for hybrid search (default: yes for text encoders on SQLite).",
+)
 @click.pass_context
 def create(
     ctx: click.Context,
@@ -35,6 +40,7 @@ def create(
     index_kind: str | None,
     options: tuple[str, ...],
     store_url: str | None,
+    keyword: bool | None,
 ) -> None:
     """Create an empty collection NAME that embeds with ENCODER.
 
@@ -57,6 +63,7 @@ def create(
             options=enc_opts,
             index_options=idx_opts,
             store_url=store_url,
+            keyword=keyword,
         )
     click.echo(
         f"created {name!r}: encoder {encoder} ({col.dim}-d), "
@@ -105,7 +112,11 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
 
     eng = engine_for(ctx)
     manifest = eng.info(name)
-    show_info(manifest_summary(manifest, eng.home / name, eng.external_sources(name)), as_json)
+    keyword = eng.keyword_stats(name) if manifest.keyword is not None else None
+    show_info(
+        manifest_summary(manifest, eng.home / name, eng.external_sources(name), keyword),
+        as_json,
+    )
 
 
 @click.command(name="list")

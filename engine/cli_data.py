@@ -242,6 +242,18 @@ def _image_ids(files: list[Path], args: list[str]) -> list[str]:
     help="Only hits of this kind (collections holding texts and images).",
 )
 @click.option(
+    "--mode",
+    type=click.Choice(["hybrid", "vector", "keyword"]),
+    default=None,
+    help="Keywords, meaning or both (default: hybrid where the collection has a keyword index).",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Hybrid: weight of the vector side, 0 (keywords) to 1 (vectors); default 0.5.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="One JSON object per hit (per query with --queries)."
 )
 @click.option(
@@ -261,6 +273,8 @@ def search(
     k: int,
     where: str | None,
     modality: str | None,
+    mode: str | None,
+    alpha: float | None,
     as_json: bool,
     min_score: str | None,
 ) -> None:
@@ -271,7 +285,10 @@ def search(
     hubsearch search faq "carte bloquée" --where '{"lang": {"$in": ["fr", "de"]}}'
     hubsearch search photos --image query.jpg --json
     hubsearch search faq --queries test.csv -k 1 --json > results.jsonl
-    Filters: a bare value ($eq), $ne $gt $gte $lt $lte $in $nin $exists, $and, $or.
+    hubsearch search faq "ERR_CARD_502" --mode keyword
+    hubsearch search faq "card declined" --where '{"$text": "XR-2200"}'
+    Filters: a bare value ($eq), $ne $gt $gte $lt $lte $in $nin $exists, $and, $or,
+    $text (every word of it, by keyword).
     """
     from engine.cli_format import show_hits, show_query_results
     from engine.errors import BadInput
@@ -284,18 +301,15 @@ def search(
 
     floor = min_score_value(min_score)
     col = engine_for(ctx).open(name)
-    prepare_encoder(col.encoder)
+    if mode != "keyword":  # keyword search runs no model
+        prepare_encoder(col.encoder)
+    how = {"where": filt, "modality": modality, "mode": mode, "alpha": alpha, "min_score": floor}
     if queries is not None:
         rows = read_rows(Path(queries), Fields(text=text_field))
-        results = col.search_many(
-            [r.text for r in rows], k=k, where=filt, modality=modality, min_score=floor
-        )
+        results = col.search_many([r.text for r in rows], k=k, **how)
         show_query_results(rows, results, as_json)
         return
-    show_hits(
-        col.search(query, image=image, k=k, where=filt, modality=modality, min_score=floor),
-        as_json,
-    )
+    show_hits(col.search(query, image=image, k=k, **how), as_json)
 
 
 @click.command()

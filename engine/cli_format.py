@@ -22,11 +22,16 @@ def hit_json(rank: int, hit: Any) -> dict[str, Any]:
         "rank": rank,
         "id": hit.id,
         "score": round(hit.score, 6),
-        "similarity": None if hit.similarity is None else round(hit.similarity, 6),
         "content": hit.content,
         "metadata": hit.metadata,
         "modality": hit.modality,
+        "similarity": _rounded(getattr(hit, "similarity", None)),
+        "keyword_score": _rounded(getattr(hit, "keyword_score", None)),
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def show_hits(hits: list[Any], as_json: bool) -> None:
@@ -103,7 +108,10 @@ def show_plugins(infos: list[Any], as_json: bool) -> None:
 
 
 def manifest_summary(
-    manifest: Any, folder: Any, external: list[dict[str, str]] | None = None
+    manifest: Any,
+    folder: Any,
+    external: list[dict[str, str]] | None = None,
+    keyword: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     return {
@@ -121,6 +129,7 @@ def manifest_summary(
         "path": str(folder),
         "history": list(manifest.history),
         "external": external or [],
+        "keyword": keyword,
     }
 
 
@@ -140,6 +149,15 @@ def show_info(summary: dict[str, Any], as_json: bool) -> None:
         "path",
     ):
         click.echo(f"{key:>16}: {summary[key]}")
+    kw = summary.get("keyword")
+    click.echo(
+        f"{'keyword index':>16}: "
+        + (
+            f"{kw['rows']:,} texts, {kw['bytes'] / 2**20:.1f} MiB (hybrid search by default)"
+            if kw
+            else "none (searches by vector; `hubsearch reindex NAME --keyword` builds one)"
+        )
+    )
     for source in summary["external"]:
         click.echo(
             f"{'external':>16}: {source['kind']} {source['option']}={source['value']} "

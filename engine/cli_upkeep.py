@@ -58,25 +58,51 @@ def repair(ctx: click.Context, name: str, drop_unrecoverable: bool) -> None:
 
 @click.command()
 @click.argument("name")
-@click.option("--index", "-i", "index_kind", required=True, help="New index kind.")
+@click.option("--index", "-i", "index_kind", default=None, help="New index kind.")
+@click.option(
+    "--keyword",
+    is_flag=True,
+    help="Build the keyword index from the stored texts (collections made before it existed).",
+)
 @key_values("Index option, e.g. -o M=32 -o efSearch=128. Repeatable.")
 @click.pass_context
-def reindex(ctx: click.Context, name: str, index_kind: str, options: tuple[str, ...]) -> None:
-    """Rebuild NAME's index as another kind, from the stored vectors (no re-encoding).
+def reindex(
+    ctx: click.Context,
+    name: str,
+    index_kind: str | None,
+    keyword: bool,
+    options: tuple[str, ...],
+) -> None:
+    """Rebuild NAME's index as another kind, or its keyword index, from what is stored (no
+    re-encoding).
 
     Searches keep running on the old index until the new one is committed.
 
     \b
     hubsearch reindex faq --index hnsw -o M=32
     hubsearch reindex faq --index flat
+    hubsearch reindex faq --keyword
     """
+    from engine.errors import BadInput
+
+    if index_kind is None and not keyword:
+        raise BadInput("reindex needs --index KIND, --keyword or both")
+    if options and index_kind is None:
+        raise BadInput("-o options are for the index kind: give --index KIND with them")
     col = engine_for(ctx).open(name)
     started = time.perf_counter()
-    m = col.reindex(index_kind, parse_options(options, "-o"))
-    click.echo(
-        f"reindexed {name!r} as {index_kind} ({m.count:,} vectors) "
-        f"in {time.perf_counter() - started:.1f} s"
-    )
+    if keyword:
+        m = col.build_keywords()
+        click.echo(
+            f"built the keyword index of {name!r} ({m.history[-1].get('rows', 0):,} texts) "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+    if index_kind is not None:
+        m = col.reindex(index_kind, parse_options(options, "-o"))
+        click.echo(
+            f"reindexed {name!r} as {index_kind} ({m.count:,} vectors) "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
 
 
 @click.command()

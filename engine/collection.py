@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import maintenance
+from engine import hybrid, maintenance
 from engine.commit import SNAPSHOT_MIN_CHANGES, Change, Writer
 from engine.documents import (
     check_ids,
@@ -26,10 +26,12 @@ from engine.documents import (
 )
 from engine.encoders import IMAGE, TEXT, Encoder, check_modality, validate_vectors
 from engine.errors import BadInput, CorruptCollection, SpaceMismatch
-from engine.filters import parse_where
+from engine.filters import parse_where, uses_text
+from engine.keyword_store import require_sqlite
 from engine.limits import MAX_K, check_k
 from engine.live import LiveView
 from engine.manifest import Manifest, read_manifest
+from engine.min_score import check_min_score, resolve_min_score
 from engine.registry import Registry
 from engine.search import Planner
 from engine.store import Document, NewRow, Store
@@ -46,9 +48,12 @@ class Hit:
     metadata: dict[str, Any]
     modality: str
     #: Cosine similarity of the query and the document in the collection's space (the tuned
-    #: one when tuned). Equal to ``score`` for vector search; a fused score (hybrid search) is
-    #: on another scale, and ``min_score`` always applies to this.
+    #: one when tuned), None where only the keyword side found the hit. Equal to ``score`` for
+    #: vector search; a fused hybrid score is on another scale, and ``min_score`` always applies
+    #: to this.
     similarity: float | None = None
+    #: The keyword side's score (-bm25, higher is better), None where it did not find the hit.
+    keyword_score: float | None = None
 
 
 @dataclass
@@ -134,6 +139,9 @@ class Collection:
         where: dict[str, Any] | str | None = None,
         modality: str | None = None,
         min_score: float | str | None = None,
+        mode: str | None = None,
+        alpha: float | None = None,
+        fusion: str | None = None,
     ) -> list[Hit]:
         """Top-k documents for a text, an image or a vector, optionally filtered by metadata.
 
@@ -141,12 +149,19 @@ class Collection:
         ``min_score`` drops hits whose similarity is below it; ``"auto"`` is the threshold
         `tune` calibrated. On a tuned collection ``vector=`` is a vector of the base encoder's
         space: it goes through the head like an encoded query.
+        ``mode``: "hybrid" (the default for texts where the collection has a keyword index),
+        "vector" or "keyword"; ``alpha`` weighs the vector side of a hybrid search (0..1) and
+        ``fusion`` ("score" or "rrf") says how the sides are fused (engine/hybrid.py).
         """
         given = [x is not None for x in (query, image, vector)]
         if sum(given) != 1:
             raise BadInput("search takes exactly one of: a text query, image=, vector=")
         check_k(k, self.max_k)
         where = with_modality(parse_where(where), modality)
+        if self._mode(mode, query is not None) != "vector":
+            if not isinstance(query, str) or not query.strip():
+                raise BadInput("query: text is empty")
+            return self._search_texts([query], k, where, mode, alpha, fusion, None, min_score)[0]
         q = self._query_vector(query, image, vector)
         return self._search_vectors(q[None, :], k, where, min_score)[0]
 
@@ -161,26 +176,29 @@ class Collection:
         modality: str | None = None,
         batch_size: int | None = None,
         min_score: float | str | None = None,
+        mode: str | None = None,
+        alpha: float | None = None,
+        fusion: str | None = None,
     ) -> list[list[Hit]]:
         """Search many queries at once: encoded in batches, one index call when unfiltered."""
         if sum(x is not None for x in (queries, images, vectors)) != 1:
             raise BadInput("search_many takes exactly one of: queries=, images=, vectors=")
         check_k(k, self.max_k)
         where = with_modality(parse_where(where), modality)
+        if self._mode(mode, queries is not None) != "vector":
+            return self._search_texts(
+                list(queries), k, where, mode, alpha, fusion, batch_size, min_score
+            )
         if vectors is not None:
             q = validate_vectors(vectors, self.dim, "vectors")
+        elif queries is not None:
+            q = self._encode_texts(list(queries), batch_size)
         else:
-            modality = TEXT if queries is not None else IMAGE
-            items = list(queries if queries is not None else images)
-            if modality == TEXT:
-                for i, text in enumerate(items):
-                    if not isinstance(text, str) or not text.strip():
-                        raise BadInput(f"query {i}: text is empty")
-            check_modality(self.encoder, modality)
+            items = list(images)
+            check_modality(self.encoder, IMAGE)
             step = max(1, batch_size or self.encoder.batch_size)
             parts = [
-                self.encoder.encode(items[s : s + step], modality)
-                for s in range(0, len(items), step)
+                self.encoder.encode(items[s : s + step], IMAGE) for s in range(0, len(items), step)
             ]
             q = np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
         return self._search_vectors(q, k, where, min_score)
@@ -195,9 +213,7 @@ class Collection:
         min_score: float | str = "auto",
     ) -> Hit | None:
         """The best hit if it clears the threshold, else None: "I don't know", not a guess."""
-        hits = self.search(
-            query, image=image, vector=vector, k=1, where=where, min_score=min_score
-        )
+        hits = self.search(query, image=image, vector=vector, k=1, where=where, min_score=min_score)
         return hits[0] if hits else None
 
     def tune(self, **options: Any) -> Any:
@@ -212,12 +228,90 @@ class Collection:
 
         return untune(self)
 
+    def _encode_texts(self, items: list[Any], batch_size: int | None) -> np.ndarray:
+        check_query_texts(items)
+        check_modality(self.encoder, TEXT)
+        step = max(1, batch_size or self.encoder.batch_size)
+        parts = [self.encoder.encode(items[s : s + step], TEXT) for s in range(0, len(items), step)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+    def _mode(self, mode: str | None, text_query: bool) -> str:
+        """The search mode: keywords take part only for text queries on a keyword index."""
+        keyword = self.manifest.keyword is not None
+        if mode is None:
+            if not (text_query and keyword):
+                return "vector"
+            return "hybrid" if TEXT in self.encoder.modalities else "keyword"
+        if mode not in hybrid.MODES:
+            raise BadInput(f"mode must be one of {', '.join(hybrid.MODES)}, got {mode!r}")
+        if mode != "vector":
+            if not text_query:
+                raise BadInput(
+                    f"mode={mode!r} needs a text query (images and vectors search by vector)"
+                )
+            self._require_keywords(f"mode={mode!r}")
+        return mode
+
+    def _require_keywords(self, what: str) -> None:
+        if self.manifest.keyword is None and TEXT not in self.encoder.modalities:
+            raise BadInput(f"{what}: collection {self.name!r} has no keyword index (no texts)")
+        try:
+            self._require_keywords_possible()
+        except BadInput as exc:
+            raise BadInput(f"{what}: {exc}") from None
+        if self.manifest.keyword is None:
+            raise BadInput(
+                f"{what}: collection {self.name!r} has no keyword index; build it with "
+                f"`hubsearch reindex {self.name} --keyword`"
+            )
+
+    def _check_where(self, where: dict[str, Any] | None) -> None:
+        if where is not None:
+            self.store.check_fields(where)
+            if uses_text(where):
+                self._require_keywords("where: $text")
+
+    def _search_texts(
+        self,
+        texts: list[Any],
+        k: int,
+        where: dict[str, Any] | None,
+        mode: str | None,
+        alpha: float | None,
+        fusion: str | None,
+        batch_size: int | None = None,
+        min_score: Any = None,
+    ) -> list[list[Hit]]:
+        from engine import hybrid_search
+
+        mode = self._mode(mode, True)
+        alpha, fusion = hybrid.check_alpha(alpha), hybrid.check_fusion(fusion)
+        check_min_score(min_score)
+        if min_score is not None and mode == "keyword":
+            raise BadInput(
+                "min_score applies to vector similarity, which a keyword search has none of: "
+                "use mode='hybrid' or 'vector'"
+            )
+        self._check_where(where)
+        check_query_texts(texts)
+        q = self._encode_texts(texts, batch_size) if mode == "hybrid" else None
+        found, docs = hybrid_search.run(
+            self.view, self.planner, self.store, texts, q, k, where, alpha, fusion, min_score
+        )
+        return [
+            [
+                Hit(d.id, s, d.content, d.metadata, d.modality, similarity=sim, keyword_score=kw)
+                for i, s, sim, kw in ranked.rows
+                if (d := docs.get(i)) is not None
+            ]
+            for ranked in found
+        ]
+
     def _search_vectors(
         self, q: np.ndarray, k: int, where: dict[str, Any] | None, min_score: Any = None
     ) -> list[list[Hit]]:
         check_min_score(min_score)
-        if where is not None:
-            self.store.check_fields(where)
+        self._check_where(where)
         for _ in range(3):
             with self.view.reading() as served:
                 # The query enters the space of the generation it searches, never another's.
@@ -233,7 +327,14 @@ class Collection:
             # A concurrent commit purged rows of the generation we searched: search again.
         return [
             [
-                Hit(docs[i].id, s, docs[i].content, docs[i].metadata, docs[i].modality, s)
+                Hit(
+                    docs[i].id,
+                    float(s),
+                    docs[i].content,
+                    docs[i].metadata,
+                    docs[i].modality,
+                    similarity=float(s),
+                )
                 for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
                 if i in docs and (floor is None or s >= floor)
             ]
@@ -461,6 +562,20 @@ class Collection:
                 self.writer, self.registry, self.store, m, index, dict(options or {})
             )
 
+    def build_keywords(self) -> Manifest:
+        """Build the keyword index from the stored texts (no re-encoding), as one commit.
+
+        For collections made before keyword indexes existed; they search hybrid afterwards.
+        """
+        self._require_keywords_possible()
+        with self.writer.writing() as m:
+            return maintenance.build_keywords(self.writer, self.store, m)
+
+    def _require_keywords_possible(self) -> None:
+        if IMAGE in self.encoder.modalities and TEXT not in self.encoder.modalities:
+            raise BadInput(f"collection {self.name!r} holds only images: no words to index")
+        require_sqlite(self.store.engine.dialect.name)
+
     def compact(self) -> Manifest:
         """Drop the vectors and rows of deleted documents from disk and rebuild the index."""
         with self.writer.writing() as m:
@@ -483,35 +598,18 @@ def open_store(folder: Path, manifest: Manifest) -> Store:
     return Store(manifest.store_url)
 
 
+def check_query_texts(texts: Sequence[Any]) -> None:
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise BadInput(f"query {i}: text is empty")
+
+
 def with_modality(where: dict[str, Any] | None, modality: str | None) -> dict[str, Any] | None:
     if modality is None:
         return where
     if modality not in (TEXT, IMAGE):
         raise BadInput(f"modality must be 'text' or 'image', got {modality!r}")
     return {"$and": [where, {"$modality": modality}]} if where else {"$modality": modality}
-
-
-def check_min_score(value: Any) -> None:
-    if value is None or value == "auto":
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1:
-        raise BadInput(
-            f"min_score must be 'auto' or a similarity between -1 and 1, got {value!r}"
-        )
-
-
-def resolve_min_score(value: Any, manifest: Manifest) -> float | None:
-    """The similarity floor of a search: a number as given, "auto" from the tune record."""
-    if value != "auto":
-        return None if value is None else float(value)
-    threshold = (manifest.tune or {}).get("threshold")
-    if threshold is None:
-        raise BadInput(
-            f"min_score='auto' needs a calibrated threshold, and collection {manifest.name!r} "
-            f"has none: tune it (`hubsearch tune {manifest.name} --label-field FIELD` or "
-            f"col.tune(...)) or pass a number such as min_score=0.5"
-        )
-    return float(threshold)
 
 
 def check_same_space(manifest: Manifest, encoder: Encoder) -> None:

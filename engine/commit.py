@@ -59,6 +59,7 @@ class Change:
     #: A tune or untune (engine.tune): the new ``Manifest.tune`` record, ``{}`` for none. It
     #: always comes with a replacement ``index`` built in that space.
     tune: dict[str, Any] | None = None
+    keyword: dict[str, Any] | None = None  # a keyword index built for this generation
 
 
 class Writer:
@@ -127,7 +128,8 @@ class Writer:
         files = change.vector_files or m.vectors
         if change.rows:
             files = self.vectors.append(files, change.vectors)
-        self.store.write(gen, change.rows, change.retire)
+        keyword = (change.keyword or m.keyword) is not None
+        self.store.write(gen, change.rows, change.retire, keyword=keyword)
         if change.index is not None:
             # A replacement index is private until published: build and save it while
             # searches go on with the old one; only the switch itself takes the view's lock.
@@ -178,6 +180,7 @@ class Writer:
             history=tuple(history),
             uuid=m.uuid or new_uuid(),
             tune=m.tune if change.tune is None else (change.tune or None),
+            keyword=change.keyword or m.keyword,
         )
         write_manifest(self.folder, new)  # the commit
         self.view.adopt(new, index)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Table, and_, false, func, not_, or_, select, true
 
+from engine import keyword_store
 from engine.errors import BadInput
 from engine.limits import FLOAT_INT_BOUND, MAX_WHERE_DEPTH, MAX_WHERE_TERMS, deeper_than
 
@@ -24,6 +25,8 @@ COMPARISONS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exis
 LOGICAL = {"$and", "$or"}
 #: Not metadata but a property of every document: "text" or "image" (mixed collections).
 MODALITY = "$modality"
+#: A keyword match (every word of the value) against the collection's keyword index.
+TEXT = "$text"
 
 Scalar = str | int | float | bool | None
 
@@ -73,6 +76,18 @@ def check_where_size(where: dict[str, Any]) -> None:
             )
 
 
+def uses_text(where: dict[str, Any] | None) -> bool:
+    """True when ``where`` holds a ``$text`` condition at any level."""
+    if not where:
+        return False
+    return any(
+        key == TEXT or (key in LOGICAL and isinstance(value, list) and any(
+            isinstance(v, dict) and uses_text(v) for v in value
+        ))
+        for key, value in where.items()
+    )
+
+
 def referenced_fields(where: dict[str, Any]) -> set[str]:
     fields: set[str] = set()
     for key, value in where.items():
@@ -104,8 +119,12 @@ def compile_where(
             clauses.append(and_(*subs) if key == "$and" else or_(*subs))
         elif key == MODALITY and modality is not None:
             clauses.append(_modality_clause(value, modality, dialect))
+        elif key == TEXT:
+            clauses.append(keyword_store.text_clause(doc_id, value, dialect))
         elif key.startswith("$"):
-            raise BadInput(f"where: unknown operator {key!r} (use $and, $or or a field name)")
+            raise BadInput(
+                f"where: unknown operator {key!r} (use $and, $or, $text or a field name)"
+            )
         else:
             clauses.append(_field_clause(key, value, doc_id, meta, dialect))
     return and_(true(), *clauses)

@@ -73,6 +73,24 @@ def reindex(
     )
 
 
+def build_keywords(writer: Writer, store: Store, m: Manifest) -> Manifest:
+    """Index the stored texts by keyword and commit the collection as having that index.
+
+    Built in the store's own transaction before the manifest names it: a crash in between
+    leaves a table nobody reads (the manifest still says no index), dropped by the next build.
+    """
+    from engine.keywords import VERSION
+
+    rows = store.build_keywords()
+    return writer.commit(
+        m,
+        Change(
+            keyword={"version": VERSION},
+            event={"event": "keyword-index", "rows": rows},
+        ),
+    )
+
+
 def rebuild_if_needed(writer: Writer, store: Store, m: Manifest) -> Manifest:
     """Rebuild the index from exact vectors when it says it drifted or holds too many deletes."""
     index = writer.view.load_index()

@@ -76,6 +76,9 @@ class Manifest:
     #: A tuned collection's head (engine.tune): {"head": file, "sha256", "threshold", ...}.
     #: None: the base encoder's space. Older manifests have no such key and are untuned.
     tune: dict[str, Any] | None = None
+    #: The keyword index (``{"version": 1}``) kept in the store beside the documents, or None:
+    #: collections made before it existed search by vector until `reindex --keyword` builds it.
+    keyword: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "unrecoverable", tuple(int(i) for i in self.unrecoverable))
@@ -183,6 +186,8 @@ def _shape_problem(data: dict[str, Any]) -> str | None:
     for key in ("store_url", "uuid"):
         if not isinstance(data.get(key), (str, type(None))):
             return f"{key!r} is not a string"
+    if not isinstance(data.get("keyword"), (dict, type(None))):
+        return "'keyword' is not an object"
     if not isinstance(data.get("history", []), list):
         return "'history' is not a list"
     for key in _COUNTS:

@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DatabaseError
 
+from engine import keyword_store
 from engine.errors import BadInput, CorruptCollection
 from engine.filters import compile_where, flatten_metadata, one_of, referenced_fields
 
@@ -203,9 +204,17 @@ class Store:
         self.url = url
         self.engine = connect(url)
         self._fields: set[str] = set()  # seen in the fields table, which only grows
+        self.term_stats = keyword_store.TermStats()
 
-    def create_schema(self) -> None:
+    def create_schema(self, keyword: bool = False) -> bool:
+        """Create the tables; with ``keyword``, the keyword index too where the store has one
+        (SQLite's FTS5). Returns whether a keyword index was made."""
         schema.create_all(self.engine)
+        if not keyword or self.engine.dialect.name != "sqlite":
+            return False
+        with self.engine.begin() as conn:
+            keyword_store.create(conn)
+        return True
 
     def upgrade_indexes(self) -> list[str]:
         """Recreate indexes that older versions made full as the partial ones of today.
@@ -361,6 +370,44 @@ class Store:
         with self.engine.connect() as conn:
             return _id_array(conn.execute(added)), _id_array(conn.execute(removed))
 
+    def keyword_search(
+        self,
+        units: list[tuple[str, ...]],
+        gen: int,
+        limit: int,
+        where: dict[str, Any] | None,
+        total: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) of the best keyword matches visible at ``gen`` and matching ``where``.
+
+        Scores are bm25 over an ideal match's (see keyword_store.plan), at most 1.
+        """
+        d = documents.c
+        dialect = self.engine.dialect.name
+        keyword_store.require_sqlite(dialect)
+        condition = visible(gen)
+        if where is not None:
+            condition = and_(condition, compile_where(where, d.id, meta, d.modality, dialect))
+        with self.engine.connect() as conn:
+            terms = {t for u in units for t in u}
+            df = self.term_stats.frequencies(conn, terms, total)
+            fts_query, ideal = keyword_store.plan(units, df, total)
+            if fts_query is None:
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            query = keyword_store.ranked(fts_query, d.id, condition, limit)
+            sql, params = _compiled(conn, query)
+            rows = conn.exec_driver_sql(sql, params).fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        raw = np.array([r[1] for r in rows], dtype=np.float64)
+        # A short document, or one repeating a word, scores above the ideal: dividing by the
+        # best score then keeps the order among such documents (capping at 1 tied them).
+        return ids, (raw / max(ideal, raw.max(initial=0.0))).astype(np.float32)
+
+    def keyword_stats(self) -> dict[str, int] | None:
+        """Rows and bytes of the keyword index, None without one."""
+        with self.engine.connect() as conn:
+            return keyword_store.stats(conn) if keyword_store.exists(conn) else None
+
     # -- writing (only under the collection's write lock) --------------------------------------
 
     def live_hashes(self, external_ids: Sequence[str], gen: int) -> dict[str, tuple[int, str]]:
@@ -375,8 +422,17 @@ class Store:
                     out[ext] = (iid, h)
         return out
 
-    def write(self, new_gen: int, rows: Sequence[NewRow], retire: Iterable[int]) -> None:
-        """One transaction: retire old rows and insert new ones, both at ``new_gen``."""
+    def write(
+        self,
+        new_gen: int,
+        rows: Sequence[NewRow],
+        retire: Iterable[int],
+        keyword: bool = False,
+    ) -> None:
+        """One transaction: retire old rows and insert new ones, both at ``new_gen``.
+
+        ``keyword``: the collection has a keyword index; its rows commit with the documents.
+        """
         now = time.time()
         retire = [int(i) for i in retire]
         docs = [
@@ -405,6 +461,8 @@ class Store:
                 )
             _bulk_insert(conn, documents, docs)
             _bulk_insert(conn, meta, meta_rows)
+            if keyword:
+                keyword_store.insert(conn, [(d[0], d[2], d[3]) for d in docs])
             if keys:
                 conn.execute(_insert_ignore(conn.dialect.name), [{"key": k} for k in keys])
 
@@ -414,11 +472,36 @@ class Store:
         with self.engine.begin() as conn:
             doomed = select(d.id).where(d.gen_added > gen)
             conn.execute(delete(meta).where(meta.c.doc_id.in_(doomed)))
+            keyword_store.delete_where(conn, doomed)
             removed = conn.execute(delete(documents).where(d.gen_added > gen)).rowcount
             revived = conn.execute(
                 update(documents).where(d.gen_deleted > gen).values(gen_deleted=None)
             ).rowcount
         return int(removed or 0) + int(revived or 0)
+
+    def build_keywords(self) -> int:
+        """(Re)build the keyword index from the stored texts, in one transaction; returns rows.
+
+        Every physical text row is indexed (retired ones too, until purged): searches join
+        with ``visible(gen)``, so what a generation sees is decided there, as for documents.
+        """
+        keyword_store.require_sqlite(self.engine.dialect.name)
+        d = documents.c
+        indexed = 0
+        with self.engine.begin() as conn:
+            keyword_store.create(conn)
+            last = -1
+            while True:
+                batch = conn.execute(
+                    select(d.id, d.modality, d.content)
+                    .where(d.modality == "text", d.id > last)
+                    .order_by(d.id)
+                    .limit(CHUNK)
+                ).fetchall()
+                if not batch:
+                    return indexed
+                indexed += keyword_store.insert(conn, [tuple(r) for r in batch])
+                last = batch[-1][0]
 
     def max_generation(self) -> int:
         d = documents.c
@@ -442,6 +525,7 @@ class Store:
         with self.engine.begin() as conn:
             dead = select(d.id).where(d.gen_deleted <= upto_gen)
             conn.execute(delete(meta).where(meta.c.doc_id.in_(dead)))
+            keyword_store.delete_where(conn, dead)
             return int(conn.execute(delete(documents).where(d.gen_deleted <= upto_gen)).rowcount)
 
 

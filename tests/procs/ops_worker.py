@@ -5,6 +5,7 @@ Usage: ops_worker.py HOME NAME OP TRIAL N
   delete   a seeded third of the ids, in acked chunks
   reindex  switch the index to hnsw or flat (by TRIAL parity)
   compact  rewrite the vectors without deleted rows
+  keyword  rebuild the keyword index from the stored texts
 Prints "ACK <chunk>" after each call returns, and "DONE" at the end.
 """
 
@@ -56,6 +57,9 @@ def main() -> None:
         print("ACK 0", flush=True)
     elif op == "compact":
         col.compact()
+        print("ACK 0", flush=True)
+    elif op == "keyword":
+        col.build_keywords()
         print("ACK 0", flush=True)
     print("DONE", flush=True)
 

@@ -1,4 +1,4 @@
-"""Randomised SIGKILLs during add, upsert, delete, reindex and compaction.
+"""Randomised SIGKILLs during add, upsert, delete, reindex, compaction and keyword builds.
 
 After every kill the collection must open, the store and the index must hold the same ids, the
 manifest's files must exist, every acknowledged write must be visible and nothing half-applied;
@@ -55,6 +55,7 @@ def check_invariants(engine) -> dict[str, str]:
     if m.snapshot_generation is not None:
         assert (col.folder / f"index-{m.snapshot_generation}.faiss").exists()
     assert engine.verify("t") == []
+    check_keywords(col)
     docs = {d.id: d.content for d in col.get([f"d{i}" for i in range(N)]) if d is not None}
     sample = random.sample(sorted(docs), min(5, len(docs)))
     index = col.view.load_index()
@@ -73,6 +74,23 @@ def check_invariants(engine) -> dict[str, str]:
     return docs
 
 
+def check_keywords(col) -> None:
+    """The keyword index holds exactly the text rows the store holds, each with its terms."""
+    from engine.keywords import segment
+
+    assert col.manifest.keyword is not None
+    with col.store.engine.connect() as conn:
+        indexed = dict(conn.exec_driver_sql("SELECT rowid, terms FROM keywords").fetchall())
+        stored = dict(
+            conn.exec_driver_sql(
+                "SELECT id, content FROM documents WHERE modality = 'text'"
+            ).fetchall()
+        )
+    assert set(indexed) == set(stored), "keyword index and documents disagree"
+    for i in random.sample(sorted(stored), min(20, len(stored))):
+        assert indexed[i] == segment(stored[i])
+
+
 def expect(op: str, trial: int, chunks: list[int], docs: dict[str, str]) -> None:
     if op == "write":
         for c in chunks:
@@ -89,7 +107,7 @@ def expect(op: str, trial: int, chunks: list[int], docs: dict[str, str]) -> None
 def test_randomised_kills_during_every_kind_of_write(engine):
     engine.create("t", encoder="fake-hash", options={"dim": 256})
     rng = random.Random(1234)
-    ops = ["write", "write", "delete", "reindex", "compact"]
+    ops = ["write", "write", "delete", "reindex", "compact", "keyword"]
     for trial in range(KILLS):
         op = ops[trial % len(ops)] if trial < len(ops) else rng.choice(ops)
         proc = start(engine.home, op, trial)

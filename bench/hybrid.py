@@ -1,0 +1,310 @@
+"""Keyword and hybrid search: quality on real known-item data, and speed at 100,000 documents.
+
+    python bench/hybrid.py quality   # manual pages (MRR@10, recall@10) and BANKING77 (kNN@1)
+    python bench/hybrid.py speed     # 100,000 passages: query p50, ingest slowdown, disk
+
+Quality. Corpus: Debian's manual pages (bench/hybrid_corpus.py): each page's NAME summary is
+the query, the rest of the page its document; 10,000 pages, every summary that names exactly one
+page asked. Vectors come from the bundled `use-multilingual` encoder, cached in bench/out/
+(encoding takes minutes on the shared machine). The queries are split in two halves by a fixed
+seed: fusion and alpha are chosen on the first ("dev"), the figures reported on the second
+("test"), so the default is not tuned on what it is judged by. Each side is searched once per
+query through the public API (depth 50, as the engine's hybrid search fetches) and the fusions
+are applied with the engine's own `engine.hybrid.fuse`; a sample of queries is also run through
+the engine's hybrid path end to end and must give the same top 10.
+
+BANKING77 (../shared/data/banking77): kNN@1 of the 3,080 test texts against the 10,003
+training texts, as in bench/peers_banking.py, by vector and by the default hybrid search.
+
+Speed. 100,000 passages of manual pages (300 characters each) with random unit vectors
+(encoding is not what is measured): ingest through ``add(texts=..., vectors=...)`` with and
+without the keyword index, the keyword index's disk, and single-query p50 of keyword, vector
+and hybrid search (query vectors precomputed, so encoding is not timed either).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+# bench/engine.py would shadow the engine package: the repository first, bench/ last.
+sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.append(str(HERE))
+
+from hybrid_corpus import MAN, _text, build, read_page  # noqa: E402
+
+from engine import Engine  # noqa: E402
+from engine import hybrid as H  # noqa: E402
+
+OUT = HERE / "out"
+BANKING = HERE.parents[1] / "shared" / "data" / "banking77"
+DEPTH = H.depth(10)
+ALPHAS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def encoded(name: str, texts: list[str]) -> np.ndarray:
+    """use-multilingual vectors of ``texts``, cached in bench/out/<name>.npy."""
+    path = OUT / f"{name}.use-m.npy"
+    if path.exists():
+        vecs = np.load(path)
+        if len(vecs) == len(texts):
+            return vecs
+    enc = Engine(tempfile.mkdtemp()).build_encoder("use-multilingual")
+    vecs = np.concatenate(
+        [enc.encode(texts[s : s + 500], "text") for s in range(0, len(texts), 500)]
+    )
+    np.save(path, vecs)
+    return vecs
+
+
+def load_avg() -> str:
+    return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+def sides(col, queries: list[str], qvecs: np.ndarray, where=None):
+    """Per query: the vector side's and the keyword side's candidates (ids as ints)."""
+    vec = col.search_many(vectors=qvecs, k=DEPTH, where=where)
+    out = []
+    for text, hits in zip(queries, vec, strict=True):
+        kw = col.search(text, mode="keyword", k=DEPTH, where=where)
+        out.append(
+            (
+                (np.array([int(h.id) for h in hits]), np.array([h.similarity for h in hits])),
+                (np.array([int(h.id) for h in kw]), np.array([h.keyword_score for h in kw])),
+            )
+        )
+    return out
+
+
+def ranked(side) -> list[int]:
+    return side[0].tolist()
+
+
+def metrics(rankings: list[list[int]], truth: list[int]) -> tuple[float, float]:
+    rr, hit = [], []
+    for ranks, want in zip(rankings, truth, strict=True):
+        top = ranks[:10]
+        rr.append(1 / (top.index(want) + 1) if want in top else 0.0)
+        hit.append(want in top)
+    return 100 * float(np.mean(rr)), 100 * float(np.mean(hit))
+
+
+def fused(pairs, fusion: str, alpha: float, k: int = 10) -> list[list[int]]:
+    return [H.fuse(v, kw, k, alpha, fusion).ids.tolist() for v, kw in pairs]
+
+
+def quality() -> None:
+    rows = build(OUT / "manpages.jsonl")
+    asked = [i for i, r in enumerate(rows) if r["ask"]]
+    qtexts = [rows[i]["query"] for i in asked]
+    dvecs = encoded("manpages-docs", [r["doc"] for r in rows])
+    qvecs = encoded("manpages-queries", qtexts)
+    home = Path(tempfile.mkdtemp())
+    col = Engine(home).create(
+        "man", encoder="precomputed", index="flat", options={"dim": 512}, keyword=True
+    )
+    col.add(texts=[r["doc"] for r in rows], vectors=dvecs, ids=[str(i) for i in range(len(rows))])
+    t0 = time.perf_counter()
+    pairs = sides(col, qtexts, qvecs)
+    side_s = time.perf_counter() - t0
+    order = list(range(len(asked)))
+    random.Random(0).shuffle(order)
+    dev, test = order[: len(order) // 2], order[len(order) // 2 :]
+
+    def score(idx, rankings):
+        return metrics([rankings[i] for i in idx], [asked[i] for i in idx])
+
+    configs = [(f, a) for f in H.FUSIONS for a in ALPHAS]
+    table = {c: fused(pairs, *c) for c in configs}
+    print(
+        f"manual pages: {len(rows):,} documents, {len(asked):,} queries "
+        f"(dev {len(dev):,} / test {len(test):,}); both sides searched in {side_s:.0f} s; "
+        f"{load_avg()}"
+    )
+    print("dev MRR@10 by fusion and alpha (vector weight):")
+    print("  fusion    " + "".join(f"{a:>7}" for a in ALPHAS))
+    for f in H.FUSIONS:
+        print(f"  {f:<9} " + "".join(f"{score(dev, table[(f, a)])[0]:7.1f}" for a in ALPHAS))
+    best = max(configs, key=lambda c: score(dev, table[c])[0])
+    print(
+        f"best on dev: fusion={best[0]} alpha={best[1]}; "
+        f"engine default: fusion={H.DEFAULT_FUSION} alpha={H.DEFAULT_ALPHA}"
+    )
+    default = (H.DEFAULT_FUSION, H.DEFAULT_ALPHA)
+    kw_only = [ranked(kw) for _, kw in pairs]
+    vec_only = [ranked(v) for v, _ in pairs]
+    lines = [("keyword", kw_only), ("vector", vec_only)]
+    lines += [(f"hybrid {f} a={H.DEFAULT_ALPHA}", table[(f, H.DEFAULT_ALPHA)]) for f in H.FUSIONS]
+    lines += [(f"hybrid {best[0]} a={best[1]} (best on dev)", table[best])]
+    print("test half:                          MRR@10  recall@10")
+    results = {}
+    for name, rankings in lines:
+        mrr, rec = score(test, rankings)
+        results[name] = (mrr, rec)
+        print(f"  {name:<32} {mrr:7.1f}  {rec:8.1f}")
+    d_mrr = score(test, table[default])[0]
+    single = max(results["keyword"][0], results["vector"][0])
+    print(f"default hybrid - better single side: {d_mrr - single:+.1f} MRR@10 points (goal >= +2)")
+    check_engine_path(col, qtexts, qvecs, table[default])
+    col.close()
+    shutil.rmtree(home, ignore_errors=True)
+    banking()
+
+
+def check_engine_path(col, qtexts, qvecs, expected, n: int = 200) -> None:
+    """The engine's own hybrid search gives the top 10 computed here (a fixed sample)."""
+    from engine import hybrid_search
+
+    sample = random.Random(1).sample(range(len(qtexts)), n)
+    texts = [qtexts[i] for i in sample]
+    found, docs = hybrid_search.run(
+        col.view,
+        col.planner,
+        col.store,
+        texts,
+        qvecs[sample],
+        10,
+        None,
+        H.DEFAULT_ALPHA,
+        H.DEFAULT_FUSION,
+    )
+    same = sum(
+        [int(docs[r[0]].id) for r in f.rows] == expected[i][:10]
+        for f, i in zip(found, sample, strict=True)
+    )
+    print(f"engine hybrid path = offline fusion on {same}/{n} sampled queries")
+
+
+def banking() -> None:
+    def load(name):
+        with open(BANKING / f"{name}.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return [r["text"] for r in rows], [r["category"] for r in rows]
+
+    texts, intents = load("train")
+    tests, truth = load("test")
+    dvecs, qvecs = encoded("banking77-train", texts), encoded("banking77-test", tests)
+    home = Path(tempfile.mkdtemp())
+    col = Engine(home).create(
+        "b77", encoder="precomputed", index="flat", options={"dim": 512}, keyword=True
+    )
+    col.add(texts=texts, vectors=dvecs, ids=[str(i) for i in range(len(texts))])
+    pairs = sides(col, tests, qvecs)
+
+    def knn1(rankings):
+        return 100 * float(
+            np.mean([bool(r) and intents[r[0]] == y for r, y in zip(rankings, truth, strict=True)])
+        )
+
+    vec = knn1([ranked(v) for v, _ in pairs])
+    kw = knn1([ranked(k) for _, k in pairs])
+    print(
+        f"BANKING77 kNN@1 ({len(texts):,} train, {len(tests):,} test; {load_avg()}): "
+        f"vector {vec:.1f}, keyword {kw:.1f}"
+    )
+    print("  hybrid kNN@1 minus vector kNN@1 by fusion and alpha (goal >= -0.5 for the default):")
+    print("  fusion    " + "".join(f"{a:>7}" for a in ALPHAS))
+    for f in H.FUSIONS:
+        diffs = [knn1(fused(pairs, f, a, 1)) - vec for a in ALPHAS]
+        print(f"  {f:<9} " + "".join(f"{d:+7.1f}" for d in diffs))
+    col.close()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def passages(n: int) -> list[str]:
+    """``n`` passages of 300 characters from the installed manual pages, in path order."""
+    out: list[str] = []
+    for path in sorted(MAN.glob("man[1-8]/*.gz")):
+        raw = read_page(path)
+        if raw is None:
+            continue
+        text = " ".join(t for t in map(_text, raw.splitlines()) if t)
+        out += [text[s : s + 300] for s in range(0, len(text) - 150, 300)]
+        if len(out) >= n:
+            return out[:n]
+    return out
+
+
+def speed(n: int = 100_000, queries: int = 300) -> None:
+    texts = passages(n)
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((len(texts), 512)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = [str(i) for i in range(len(texts))]
+    rows = build(OUT / "manpages.jsonl")
+    qtexts = [r["query"] for r in rows if r["ask"]][:queries]
+    qvecs = rng.standard_normal((len(qtexts), 512)).astype(np.float32)
+    print(f"speed: {len(texts):,} passages of 300 chars, random 512-d vectors; {load_avg()}")
+    ingest = {}
+    for keyword in (False, True, False, True):  # alternated: the machine's load drifts
+        home = Path(tempfile.mkdtemp())
+        col = Engine(home).create(
+            "s", encoder="precomputed", index="flat", options={"dim": 512}, keyword=keyword
+        )
+        t0 = time.perf_counter()
+        col.add(texts=texts, vectors=vecs, ids=ids)
+        ingest.setdefault(keyword, []).append(time.perf_counter() - t0)
+        if keyword:
+            stats = col.store.keyword_stats()
+            store_mb = (home / "s" / "store.sqlite").stat().st_size / 2**20
+            lat = latencies(col, qtexts, qvecs)
+        col.close()
+        shutil.rmtree(home, ignore_errors=True)
+    off, on = min(ingest[False]), min(ingest[True])
+    print(
+        f"ingest add(texts, vectors): without keyword index {off:.1f} s "
+        f"({len(texts) / off:,.0f} docs/s), with {on:.1f} s ({len(texts) / on:,.0f} docs/s): "
+        f"{100 * (on / off - 1):+.0f} % (goal <= +25 %); best of 2 each"
+    )
+    print(
+        f"keyword index: {stats['rows']:,} rows, {stats['bytes'] / 2**20:.1f} MiB "
+        f"(store file {store_mb:.1f} MiB in all)"
+    )
+    for mode, values in lat.items():
+        print(
+            f"  {mode:<8} p50 {statistics.median(values):6.2f} ms   "
+            f"p90 {np.percentile(values, 90):6.2f} ms"
+        )
+    print(f"goals: hybrid p50 <= 10 ms, keyword p50 <= 5 ms; {load_avg()}")
+
+
+def latencies(col, qtexts, qvecs) -> dict[str, list[float]]:
+    from engine import hybrid_search
+
+    out: dict[str, list[float]] = {"keyword": [], "vector": [], "hybrid": []}
+    for text, q in zip(qtexts, qvecs, strict=True):
+        t = time.perf_counter()
+        col.search(text, mode="keyword", k=10)
+        out["keyword"].append(1000 * (time.perf_counter() - t))
+        t = time.perf_counter()
+        col.search(vector=q, k=10)
+        out["vector"].append(1000 * (time.perf_counter() - t))
+        t = time.perf_counter()
+        hybrid_search.run(
+            col.view,
+            col.planner,
+            col.store,
+            [text],
+            q[None, :],
+            10,
+            None,
+            H.DEFAULT_ALPHA,
+            H.DEFAULT_FUSION,
+        )
+        out["hybrid"].append(1000 * (time.perf_counter() - t))
+    return out
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "quality"
+    {"quality": quality, "speed": speed, "banking": banking}[what]()
