@@ -211,9 +211,18 @@ class Collection:
         vector: Any = None,
         where: dict[str, Any] | str | None = None,
         min_score: float | str = "auto",
+        mode: str | None = "vector",
     ) -> Hit | None:
-        """The best hit if it clears the threshold, else None: "I don't know", not a guess."""
-        hits = self.search(query, image=image, vector=vector, k=1, where=where, min_score=min_score)
+        """The best hit if it clears the threshold, else None: "I don't know", not a guess.
+
+        Vector mode by default: `tune` calibrates the threshold on the top vector hit, and a
+        hybrid search's top hit is ranked by a fused score the threshold was not measured on.
+        """
+        if query is None:
+            mode = None  # images and vectors search by vector anyway
+        hits = self.search(
+            query, image=image, vector=vector, k=1, where=where, min_score=min_score, mode=mode
+        )
         return hits[0] if hits else None
 
     def tune(self, **options: Any) -> Any:

@@ -102,15 +102,17 @@ def test_vector_queries_on_a_tuned_collection_are_base_space_vectors(engine):
     col = desk(engine)
     base = col.encoder.encode(["key2x0 filler1 filler2"], "text")
     before = col.search(vector=base[0], k=5)
-    assert [h.id for h in before] == [h.id for h in col.search("key2x0 filler1 filler2", k=5)]
+    # Text queries search hybrid by default now; the vector side is what vector= must equal.
+    by_text = col.search("key2x0 filler1 filler2", k=5, mode="vector")
+    assert [h.id for h in before] == [h.id for h in by_text]
     col.tune(label_field="intent", seed=0)
-    by_text = col.search("key2x0 filler1 filler2", k=5)
+    by_text = col.search("key2x0 filler1 filler2", k=5, mode="vector")
     by_vector = col.search(vector=base[0], k=5)
     assert [h.id for h in by_vector] == [h.id for h in by_text]
     assert [h.score for h in by_vector] == pytest.approx([h.score for h in by_text])
     # and vectors= added to a tuned collection are base-space vectors too
     col.add(vectors=base, ids=["v"], metadata=[{"intent": "intent2"}])
-    assert col.search("key2x0 filler1 filler2", k=1)[0].id == "v"
+    assert col.search("key2x0 filler1 filler2", k=1, mode="vector")[0].id == "v"
 
 
 def test_training_is_seeded_and_reproducible(engine):
@@ -153,11 +155,15 @@ def test_min_score_auto_uses_the_calibrated_threshold_and_answer_abstains(engine
     report = col.tune(label_field="intent", negatives=["totally unrelated weather talk"] * 3)
     threshold = col.manifest.tune["threshold"]
     assert threshold == report.after["threshold"] and report.after["negatives_rejected"] == 1.0
-    found = [col.search(t, k=50, min_score="auto") for t in queries(10)[0]]
+    found = [col.search(t, k=50, min_score="auto", mode="vector") for t in queries(10)[0]]
     hits = [h for some in found for h in some]
     assert hits and all(h.similarity >= threshold for h in hits)
-    assert all(h.similarity == h.score for h in hits)
-    assert sum(map(len, found)) < sum(len(col.search(t, k=50)) for t in queries(10)[0])
+    assert all(h.similarity == h.score for h in hits)  # vector search: the score is the cosine
+    everything = sum(len(col.search(t, k=50, mode="vector")) for t in queries(10)[0])
+    assert sum(map(len, found)) < everything
+    # Hybrid search keeps the same floor on the similarity, whatever its fused score.
+    hybrid = [h for t in queries(10)[0] for h in col.search(t, k=50, min_score="auto")]
+    assert hybrid and all(h.similarity is not None and h.similarity >= threshold for h in hybrid)
     assert col.answer("totally unrelated weather talk") is None
     text, intent = queries(40)
     answered = [col.answer(t) for t in text]
