@@ -38,3 +38,23 @@ def engine(tmp_path: Path, registry):
     from engine import Engine
 
     return Engine(tmp_path / "home", registry=registry, lock_timeout=2.0)
+
+
+@pytest.fixture
+def cli_run(tmp_path: Path, fake_site: Path):
+    """`hubsearch ARGS` in this process on a fresh home; asserts exit 0 unless ``ok=False``."""
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+
+    home = tmp_path / "home"
+
+    def invoke(*args: str, ok: bool = True):
+        result = CliRunner().invoke(
+            cli, ["--home", str(home), *args], catch_exceptions=False, prog_name="hubsearch"
+        )
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return invoke

@@ -8,24 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
-
-from engine.cli import cli
 
 
 @pytest.fixture
-def run(tmp_path, fake_site):
-    home = tmp_path / "home"
-
-    def invoke(*args: str, ok: bool = True):
-        result = CliRunner().invoke(
-            cli, ["--home", str(home), *args], catch_exceptions=False, prog_name="hubsearch"
-        )
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    return invoke
+def run(cli_run):
+    return cli_run
 
 
 @pytest.fixture

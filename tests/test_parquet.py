@@ -7,25 +7,12 @@ import json
 import sys
 
 import pytest
-from click.testing import CliRunner
-
-from engine.cli import cli
 
 
 @pytest.fixture
-def run(tmp_path, fake_site):
-    home = tmp_path / "home"
-
-    def invoke(*args: str, ok: bool = True):
-        result = CliRunner().invoke(
-            cli, ["--home", str(home), *args], catch_exceptions=False, prog_name="hubsearch"
-        )
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    invoke("create", "faq", "--encoder", "fake-hash", "-o", "dim=64")
-    return invoke
+def run(cli_run):
+    cli_run("create", "faq", "--encoder", "fake-hash", "-o", "dim=64")
+    return cli_run
 
 
 def write_parquet(path, rows, row_group_size=None):

@@ -11,10 +11,9 @@ import hashlib
 import io
 import os
 import re
-import tempfile
 from pathlib import Path
 
-from engine.manifest import fsync_dir
+from engine.manifest import fsync_dir, write_atomic
 
 BLOBS = "blobs"
 BLOB_NAME = re.compile(r"[0-9a-f]{64}\.[a-z0-9]{1,5}")
@@ -41,17 +40,7 @@ def store_blob(folder: Path, data: bytes, ext: str) -> Path:
     if not blobs.is_dir():
         blobs.mkdir(exist_ok=True)
         fsync_dir(folder)
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=blobs)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    fsync_dir(blobs)
+    write_atomic(path, data)  # temp, fsync, rename, fsync the folder
     return path
 
 
