@@ -120,17 +120,11 @@ def add(
 
         report.merge(add_streamed(col, read, batch_size, progress))
     elif text_paths:
+        from engine.streamed import add_rows
+
         rows = [row for path in text_paths for row in read_rows(path, fields)]
         check_unique(rows)
-        report.merge(
-            col.add(
-                texts=[r.text for r in rows],
-                ids=[r.id for r in rows],
-                metadata=[r.metadata for r in rows],
-                batch_size=batch_size,
-                progress=progress,
-            )
-        )
+        report.merge(add_rows(col, rows, batch_size, progress))
     if image_args:
         report.merge(_add_images(col, image_args, sidecar, batch_size, progress))
     show_report(report, time.perf_counter() - started, as_json)

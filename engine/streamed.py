@@ -10,7 +10,7 @@ was not committed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
@@ -45,13 +45,18 @@ def add_streamed(
     check_all(read())
     report = AddReport()
     for chunk in chunks(read()):
-        report.merge(
-            col.add(
-                texts=[r.text for r in chunk],
-                ids=[r.id for r in chunk],
-                metadata=[r.metadata for r in chunk],
-                batch_size=batch_size,
-                progress=progress,
-            )
-        )
+        report.merge(add_rows(col, chunk, batch_size, progress))
     return report
+
+
+def add_rows(
+    col: Any, rows: Sequence[Row], batch_size: int | None = None, progress: bool = False
+) -> AddReport:
+    """One ``col.add`` of checked rows: their texts, ids and metadata."""
+    return col.add(
+        texts=[r.text for r in rows],
+        ids=[r.id for r in rows],
+        metadata=[r.metadata for r in rows],
+        batch_size=batch_size,
+        progress=progress,
+    )
