@@ -164,8 +164,9 @@ class Writer:
         snapshot_gen, snapshot_crc = m.snapshot_generation, m.snapshot_crc32
         replaced = change.index is not None or change.vector_files is not None
         ratio = SNAPSHOT_RATIO_CHEAP_REPLAY if index.replay_is_cheap() else SNAPSHOT_RATIO
+        tune = m.tune if change.tune is None else (change.tune or None)
         if replaced or change.force_snapshot or changes >= max(SNAPSHOT_MIN_CHANGES, ratio * count):
-            snapshot_crc = self._save_snapshot(index, gen)
+            snapshot_crc = self._save_snapshot(index, gen, share_vectors=not tune)
             snapshot_gen, changes = gen, 0
         index_meta = {**m.index, **(change.index_kind or {}), "state": index.state()}
         new = m.evolve(
@@ -179,18 +180,28 @@ class Writer:
             index=index_meta,
             history=tuple(history),
             uuid=m.uuid or new_uuid(),
-            tune=m.tune if change.tune is None else (change.tune or None),
+            tune=tune,
             keyword=change.keyword or m.keyword,
         )
         write_manifest(self.folder, new)  # the commit
         self.view.adopt(new, index)
         return new
 
-    def _save_snapshot(self, index: VectorIndex, gen: int) -> int:
-        """Write ``index-<gen>.faiss`` atomically; returns its CRC-32 for the manifest."""
+    def _save_snapshot(self, index: VectorIndex, gen: int, share_vectors: bool) -> int:
+        """Write ``index-<gen>.faiss`` atomically; returns its CRC-32 for the manifest.
+
+        ``share_vectors``: the exact-vector log holds the index's vectors as they are (no tune
+        head between them), so a graph kind leaves its copy out and takes it back from the log
+        on load (:meth:`VectorIndex.save_sharing_vectors`). A tuned index holds head(vector),
+        which the log does not: mapping 100,000 x 512 vectors through the head on every open
+        costs more than reading them, so that second vector set stays in the snapshot.
+        """
         path = snapshot_path(self.folder, gen)
         tmp = path.with_name(f".{path.name}.tmp")
-        index.save(tmp)
+        if share_vectors:
+            index.save_sharing_vectors(tmp)
+        else:
+            index.save(tmp)
         crc = file_crc32(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())

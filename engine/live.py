@@ -214,6 +214,8 @@ class LiveView:
                     f"index snapshot {path.name} is unreadable ({exc}); "
                     f"run `hubsearch repair {self.folder.name}`"
                 ) from None
+        # A graph saved without its vectors (commit.Writer._save_snapshot) takes them from the
+        # log here, through the log's chunk checksums: damage there is refused, naming the file.
         index.attach_vectors(self.index_vectors)
         return index
 

@@ -5,6 +5,12 @@ untrained buffer, `auto` a whole other index. :meth:`VectorIndex.save` writes ex
 these parts go into one file: the sections one after another (FAISS streams straight into the
 file, without a second copy in memory), then a JSON footer naming each section's place, then the
 footer's length and the magic again, so a truncated file is refused instead of half read.
+
+A snapshot written with ``share_vectors`` (the engine's exact-vector log holds, by id, the very
+vectors the index holds) may leave a FAISS index's flat storage out: the section records
+``"storage": "skipped"`` and the reader hands back the index without it, for the kind to attach
+from the log (see :meth:`indexes.hnsw.HnswIndex.attach_vectors`). An HNSW graph is then about a
+tenth of the file it was at 512 dimensions, and the vectors are kept once on disk.
 """
 
 from __future__ import annotations
@@ -28,13 +34,23 @@ _TAIL = struct.Struct("<Q8s")
 class SnapshotWriter:
     """Appends named sections to an open file; names may be nested with :meth:`child`."""
 
-    def __init__(self, file: BinaryIO, sections: dict[str, Any], prefix: str = "") -> None:
+    def __init__(
+        self,
+        file: BinaryIO,
+        sections: dict[str, Any],
+        prefix: str = "",
+        share_vectors: bool = False,
+    ) -> None:
         self._file = file
         self._sections = sections
         self._prefix = prefix
+        #: Whether the caller keeps the indexed vectors by id elsewhere (the exact-vector log),
+        #: so a kind may write its index without them.
+        self.share_vectors = share_vectors
 
     def child(self, name: str) -> SnapshotWriter:
-        return SnapshotWriter(self._file, self._sections, f"{self._prefix}{name}/")
+        prefix = f"{self._prefix}{name}/"
+        return SnapshotWriter(self._file, self._sections, prefix, self.share_vectors)
 
     def _record(self, name: str, kind: str, start: int, **facts: Any) -> None:
         key = self._prefix + name
@@ -48,12 +64,18 @@ class SnapshotWriter:
         self._file.write(memoryview(array.reshape(-1).view(np.uint8)))
         self._record(name, "array", start, dtype=array.dtype.str, shape=list(array.shape))
 
-    def faiss_index(self, name: str, index: Any) -> None:
+    def faiss_index(self, name: str, index: Any, skip_storage: bool = False) -> None:
+        """Stream ``index`` in; ``skip_storage`` leaves out the flat storage of a graph index."""
         import faiss
 
         start = self._file.tell()
-        faiss.write_index(index, faiss.PyCallbackIOWriter(self._file.write))
-        self._record(name, "faiss", start)
+        writer = faiss.PyCallbackIOWriter(self._file.write)
+        if skip_storage:
+            faiss.write_index(index, writer, faiss.IO_FLAG_SKIP_STORAGE)
+            self._record(name, "faiss", start, storage="skipped")
+        else:
+            faiss.write_index(index, writer)
+            self._record(name, "faiss", start)
 
     def vector_transform(self, name: str, transform: Any) -> None:
         import faiss
@@ -104,10 +126,19 @@ class SnapshotReader:
         return array
 
     def faiss_index(self, name: str) -> Any:
+        """The index as written; one written without storage comes back without it."""
         import faiss
 
         self._seek(name, "faiss")
-        return faiss.read_index(faiss.PyCallbackIOReader(self._file.read))
+        reader = faiss.PyCallbackIOReader(self._file.read)
+        if self.storage_skipped(name):
+            return faiss.read_index(reader, faiss.IO_FLAG_SKIP_STORAGE)
+        return faiss.read_index(reader)
+
+    def storage_skipped(self, name: str) -> bool:
+        """Whether section ``name`` holds a FAISS index written without its storage."""
+        section = self._sections.get(self._prefix + name) or {}
+        return section.get("storage") == "skipped"
 
     def vector_transform(self, name: str) -> Any:
         import faiss
@@ -127,12 +158,17 @@ class SnapshotReader:
                 remaining -= len(chunk)
 
 
-def write_snapshot(path: Path, kind: str, fill: Callable[[SnapshotWriter], Any]) -> None:
-    """Write ``path`` as a snapshot of ``kind``; ``fill`` writes sections and returns the meta."""
+def write_snapshot(
+    path: Path, kind: str, fill: Callable[[SnapshotWriter], Any], share_vectors: bool = False
+) -> None:
+    """Write ``path`` as a snapshot of ``kind``; ``fill`` writes sections and returns the meta.
+
+    ``share_vectors``: the caller keeps the indexed vectors by id (see the module docstring).
+    """
     sections: dict[str, Any] = {}
     with open(path, "wb") as file:
         file.write(MAGIC)
-        meta = fill(SnapshotWriter(file, sections))
+        meta = fill(SnapshotWriter(file, sections, share_vectors=share_vectors))
         footer = json.dumps({"kind": kind, "meta": meta, "sections": sections}).encode()
         file.write(footer)
         file.write(_TAIL.pack(len(footer), MAGIC))

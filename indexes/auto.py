@@ -203,8 +203,16 @@ class AutoIndex(VectorIndex):
     # ------------------------------------------------------------------ files
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        write_snapshot(path, self.kind, lambda writer: self._write_into(writer, path.parent))
+        self._save(Path(path), share_vectors=False)
+
+    def save_sharing_vectors(self, path: Path) -> None:
+        self._save(Path(path), share_vectors=True)
+
+    def _save(self, path: Path, share_vectors: bool) -> None:
+        def fill(writer: SnapshotWriter) -> dict[str, Any]:
+            return self._write_into(writer, path.parent)
+
+        write_snapshot(path, self.kind, fill, share_vectors=share_vectors)
 
     def _write_into(self, writer: SnapshotWriter, scratch: Path) -> dict[str, Any]:
         kind = self._active.kind

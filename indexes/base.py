@@ -84,10 +84,20 @@ class VectorIndex(ABC):
     def load(cls, path: Path, dim: int, **params: Any) -> VectorIndex:
         """Read an index written by :meth:`save`."""
 
+    def save_sharing_vectors(self, path: Path) -> None:
+        """:meth:`save`, for a caller whose exact-vector log holds the indexed vectors by id.
+
+        A kind that keeps vectors in full may then leave them out of the file, so they are on
+        disk once; :meth:`load` of such a file gives an index that takes them back in
+        :meth:`attach_vectors`, which the engine calls right after loading. Default: :meth:`save`.
+        """
+        self.save(path)
+
     # Optional lifecycle hooks; defaults suit an exact index.
 
     def attach_vectors(self, lookup: VectorLookup) -> None:  # noqa: B027 - optional hook
-        """Give the index access to the exact vectors (for re-ranking); default: unused."""
+        """Give the index access to the exact vectors (for re-ranking, and for a kind loaded
+        from :meth:`save_sharing_vectors`' file, its own copy); default: unused."""
 
     def needs_rebuild(self) -> str | None:
         """A reason to rebuild from the exact vectors (drift, too many masked deletes), or None."""

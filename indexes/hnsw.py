@@ -7,6 +7,13 @@ graph from its exact vectors. The graph stores the exact vectors itself, so a fi
 few ids, or a walk that comes back with fewer than k hits, is answered by exact scoring here,
 without the engine's lookup.
 
+On disk the vectors are kept once: the engine saves through :meth:`save_sharing_vectors` when
+its exact-vector log holds the very vectors of the graph (an untuned collection), and the
+snapshot then carries the graph, ids and mask without FAISS's flat storage (at 100,000 x 512,
+about 30 MB instead of 240). :meth:`attach_vectors`, which the engine calls right after loading,
+reads the storage back from the log by position, through the log's chunk checksums. Snapshots
+written with their storage (older versions, tuned collections) load as they are.
+
 Options: ``M`` (graph degree, 32), ``efConstruction`` (80: FAISS's 40 built a graph that reached
 recall@10 0.81 at efSearch 64 and 0.95 only at 512 on a million clustered 512-d vectors; 80 gives
 0.985 at 128, for twice the build time), ``efSearch`` (128), ``max_deleted``
@@ -24,12 +31,12 @@ import numpy as np
 
 from engine.errors import BadInput
 from engine.options import option_float, option_int, reject_unknown_options
-from indexes._exact import chunks, reserve_storage, score_rows, topk
+from indexes._exact import chunks, fetched, reserve_storage, score_rows, topk
 from indexes._idmap import IdMap
 from indexes._select import bitmap, bitmap_selector
 from indexes._snapshot import SnapshotReader, SnapshotWriter, open_snapshot, write_snapshot
 from indexes._threads import faiss_threads, for_rows
-from indexes.base import VectorIndex, as_ids, as_vectors, empty_result
+from indexes.base import VectorIndex, VectorLookup, as_ids, as_vectors, empty_result
 
 OPTIONS = {"M", "efConstruction", "efSearch", "max_deleted", "exact_filter"}
 #: A walk that returned fewer than k hits is retried once with this many times the beam.
@@ -81,6 +88,7 @@ class HnswIndex(VectorIndex):
             raise ValueError(f"{len(ids)} ids but {len(vectors)} vectors")
         if self._graph is None:
             self._graph = self._new_graph()
+        self._ready()
         self._ids.append(ids)  # raises before the graph changes when an id is live
         with faiss_threads(for_rows(len(ids))):
             self._graph.add(vectors)
@@ -93,7 +101,7 @@ class HnswIndex(VectorIndex):
 
         The new graph is built aside and swapped in at the end, so a failure leaves the old one.
         """
-        empty = self._graph is not None and self._graph.ntotal == 0
+        empty = self._graph is not None and self._graph.ntotal == 0 and self._has_storage()
         graph = self._graph if empty else self._new_graph()  # keep what reserve() sized
         _size_graph(graph, len(ids), self.dim)
         idmap = IdMap()
@@ -164,7 +172,7 @@ class HnswIndex(VectorIndex):
         params = faiss.SearchParametersHNSW(
             efSearch=max(ef, k), sel=None if selector is None else selector.sel
         )
-        scores, labels = self._graph.search(queries, k, params=params)
+        scores, labels = self._ready().search(queries, k, params=params)
         scores[labels < 0] = -np.inf
         return scores, labels
 
@@ -174,7 +182,7 @@ class HnswIndex(VectorIndex):
         """Exact scores over ``positions``, read in place from the graph's own storage."""
         import faiss
 
-        storage = faiss.downcast_index(self._graph.storage)
+        storage = faiss.downcast_index(self._ready().storage)
         scores, labels = score_rows(
             queries, k, storage.get_xb(), storage.ntotal, self.dim, np.sort(positions)
         )
@@ -188,7 +196,9 @@ class HnswIndex(VectorIndex):
             return empty_result(len(queries), max(k, 0))
         return self._exact(queries, k, self._ids.positions(as_ids(ids)))
 
-    def stored_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def stored_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        if not self._has_storage():
+            return None  # loaded from a snapshot without its vectors: it holds none of its own
         positions = self._ids.positions(as_ids(ids))
         if len(positions) == 0:
             return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
@@ -197,7 +207,42 @@ class HnswIndex(VectorIndex):
     def reserve(self, extra: int) -> None:
         if self._graph is None:
             self._graph = self._new_graph()
-        _size_graph(self._graph, extra, self.dim)
+        _size_graph(self._ready(), extra, self.dim)
+
+    # ------------------------------------------------------------------ vectors kept elsewhere
+
+    def _has_storage(self) -> bool:
+        return self._graph is None or self._graph.storage is not None
+
+    def _ready(self) -> Any:
+        """The graph, refused while it has no storage: FAISS would read through a null one."""
+        if not self._has_storage():
+            raise RuntimeError("hnsw: graph loaded without its vectors; attach_vectors() first")
+        return self._graph
+
+    def attach_vectors(self, lookup: VectorLookup) -> None:
+        """Give a graph loaded without its storage the vectors of its positions, from ``lookup``.
+
+        Positions are read in order (masked ones too: walks still pass through them) through the
+        lookup's checked reads where it has them, so the vectors that enter the graph pass the
+        log's chunk checksums as the snapshot's bytes passed its CRC. A no-op otherwise.
+        """
+        if self._has_storage():
+            return
+        import faiss
+
+        ids = self._ids.ids
+        storage = faiss.IndexFlatIP(self.dim)
+        reserve_storage(storage, len(ids), self.dim)
+        checked = getattr(lookup, "checked", None)
+        for _, part in fetched(ids, checked() if checked else lookup, self.dim):
+            storage.add(part)
+        release = getattr(lookup, "release", None)
+        if release is not None:
+            release()  # the storage is the graph's own copy now: let go of the mapped pages
+        storage.this.disown()  # the graph owns and frees it from here
+        self._graph.storage = storage
+        self._graph.own_fields = True
 
     # ------------------------------------------------------------------ upkeep
 
@@ -227,10 +272,13 @@ class HnswIndex(VectorIndex):
     def save(self, path: Path) -> None:
         write_snapshot(Path(path), self.kind, self.write_into)
 
+    def save_sharing_vectors(self, path: Path) -> None:
+        write_snapshot(Path(path), self.kind, self.write_into, share_vectors=True)
+
     def write_into(self, writer: SnapshotWriter) -> dict[str, Any]:
         """Write the sections of this index (also used when nested in `auto`)."""
         if self._graph is not None:
-            writer.faiss_index("graph", self._graph)
+            writer.faiss_index("graph", self._ready(), skip_storage=writer.share_vectors)
         writer.array("ids", self._ids.ids)
         writer.array("live", np.packbits(self._ids.live, bitorder="little"))
         return {"positions": self._ids.total, "M": self.M, "dim": self.dim}
@@ -252,6 +300,8 @@ class HnswIndex(VectorIndex):
         index._ids = IdMap(reader.array("ids"), live)
         if reader.has("graph"):
             index._graph = reader.faiss_index("graph")
+            if index._graph.ntotal != total:
+                raise ValueError(f"hnsw snapshot: {index._graph.ntotal} nodes, {total} ids")
             index._graph.hnsw.efConstruction = index.ef_construction
             index.M = int(meta["M"])
         return index
