@@ -129,3 +129,59 @@ def test_id_map_follows_adds_removes_and_upserts(stride):
     assert sorted(idmap.positions(ids[[0, 15, 99, 12]])) == [0, 99, 100]
     assert len(idmap.positions(np.array([-5, 3, 10**15]))) == 0
     assert (idmap.labels_to_ids(np.array([[100, -1]])) == [[ids[15], -1]]).all()
+
+
+class _Log:
+    """The engine's exact-vector log in miniature: vectors by id, reads counted."""
+
+    def __init__(self, ids, vectors):
+        self.rows = dict(zip(ids.tolist(), vectors, strict=True))
+        self.dim = vectors.shape[1]
+        self.read = 0
+
+    def get(self, ids):
+        self.read += len(ids)
+        return np.stack([self.rows[i] for i in ids.tolist()]).astype(np.float32)
+
+
+def test_a_snapshot_sharing_vectors_leaves_them_out_and_takes_them_back_on_attach(data, tmp_path):
+    ids, vectors = data
+    index = built(data)
+    index.remove(ids[::9])  # masked nodes: a walk still passes through them, so they come back
+    full, lean = tmp_path / "full", tmp_path / "lean"
+    index.save(full)
+    index.save_sharing_vectors(lean)
+    # exactly the storage is left out: every position's vector, masked ones included
+    assert full.stat().st_size - lean.stat().st_size >= len(ids) * DIM * 4
+    loaded = HnswIndex.load(lean, DIM)
+    assert loaded.stored_vectors(ids[:5]) is None  # holds none of its own: repair must not ask
+    with pytest.raises(RuntimeError, match="attach_vectors"):  # never a read through null
+        loaded.search(vectors[:3], 10)
+    log = _Log(ids, vectors)
+    loaded.attach_vectors(log)
+    assert log.read == len(ids)
+    queries = clustered(50, DIM, seed=8, clusters=30, latent=8)
+    allowed = ids[1::3]
+    for allowed_ids in (None, allowed):
+        want = index.search(queries, 10, allowed_ids)
+        got = loaded.search(queries, 10, allowed_ids)
+        assert np.array_equal(got[1], want[1]) and np.allclose(got[0], want[0])
+    loaded.attach_vectors(log)  # attached once: a replay's attach reads nothing again
+    assert log.read == len(ids)
+    loaded.add(np.array([10**6]), vectors[:1])  # and it grows like any graph (ids[0] is masked)
+    assert loaded.search(vectors[:1], 1)[1][0, 0] == 10**6
+
+
+def test_a_snapshot_with_its_vectors_loads_complete_without_the_log(data, tmp_path):
+    """Snapshots of earlier versions (and of tuned collections) carry the storage."""
+    ids, vectors = data
+    index = built(data)
+    index.save(tmp_path / "full")
+    loaded = HnswIndex.load(tmp_path / "full", DIM)
+    found, stored = loaded.stored_vectors(ids[:5])
+    assert np.array_equal(found, ids[:5]) and np.allclose(stored, vectors[:5])
+    log = _Log(ids, vectors)
+    loaded.attach_vectors(log)
+    assert log.read == 0
+    queries = clustered(20, DIM, seed=9, clusters=30, latent=8)
+    assert np.array_equal(loaded.search(queries, 10)[1], index.search(queries, 10)[1])

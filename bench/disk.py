@@ -1,0 +1,137 @@
+"""Disk, cold open, ingest and query of a `hubsearch-auto` collection: this tree against another.
+
+    python bench/disk.py --before /path/to/older/tree [--n 100000] [--opens 7] [--json FILE]
+
+``--before`` is a source tree of an earlier version (``git archive <commit> | tar -x -C DIR``).
+Both trees run the peers benchmark's hubsearch phases (bench/peers_phases.py: ingest with
+texts and metadata, cold open = import + open + first answer, 1,000 plain and filtered queries),
+each phase in a fresh process started through that tree's own ``bench/peers.py``, on the same
+corpus (bench/peers_corpus.py). Runs alternate between the trees (ABAB...) so that a change in
+machine load hits both alike; medians are reported, with the load average around each phase.
+The disk figure is split by file (exact vectors, index snapshot, SQLite store) and the store by
+table, so the keyword index's (FTS5) share shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent)]
+
+from peers import MARK  # noqa: E402  (bench/ is on the path when run as a script)
+from peers_corpus import build  # noqa: E402
+
+SYSTEM = "hubsearch-auto"
+
+
+def phase(tree: Path, name: str, n: int, path: Path, corpus: Path, queries: int) -> dict:
+    """One phase of the peers benchmark in a fresh process of ``tree``'s code."""
+    cmd = [sys.executable, str(tree / "bench" / "peers.py"), "--phase", name, "--system",
+           SYSTEM, "--size", str(n), "--path", str(path), "--corpus", str(corpus),
+           "--queries", str(queries)]
+    load = os.getloadavg()[0]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [x for x in done.stdout.splitlines() if x.startswith(MARK)]
+    if done.returncode or not lines:
+        raise SystemExit(f"{tree}: phase {name} failed:\n{done.stderr[-3000:]}")
+    return {**json.loads(lines[-1][len(MARK):]), "load": load}
+
+
+def breakdown(path: Path) -> dict[str, float]:
+    """MB on disk by part: exact vectors, index snapshot, store (keyword index apart)."""
+    parts: dict[str, float] = {}
+    for file in path.rglob("*"):
+        if not file.is_file():
+            continue
+        rel = file.relative_to(path).as_posix()
+        if "/vectors/" in f"/{rel}":
+            key = "vectors"
+        elif file.name.startswith("index-"):
+            key = "snapshot"
+        elif file.name.startswith("store.sqlite"):
+            key = "store"
+        else:
+            key = "other"
+        parts[key] = parts.get(key, 0.0) + file.stat().st_blocks * 512 / 2**20
+    for store in path.rglob("store.sqlite"):
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+            rows = conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall()
+        fts = sum(size for name, size in rows if name.startswith("keywords"))
+        parts["store_keyword_index"] = parts.get("store_keyword_index", 0.0) + fts / 2**20
+    parts["total"] = sum(v for k, v in parts.items() if k != "store_keyword_index")
+    return {k: round(v, 1) for k, v in parts.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--before", required=True, help="source tree of the version to compare with")
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--ingests", type=int, default=2)
+    ap.add_argument("--opens", type=int, default=7)
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--json", default=None)
+    opts = ap.parse_args()
+    trees = {"before": Path(opts.before).resolve(), "after": HERE.parent}
+    work = Path(opts.work or tempfile.mkdtemp(prefix="hubsearch-disk-"))
+    corpus = build(work / f"corpus-{opts.n}", opts.n, opts.queries).folder
+    runs: dict[str, dict[str, list]] = {t: {} for t in trees}
+
+    def record(tree: str, name: str, out: dict) -> None:
+        runs[tree].setdefault(name, []).append(out)
+        print(f"{tree:<6} {name:<6} {json.dumps(out, default=str)[:300]}", flush=True)
+
+    print(f"# load at start {os.getloadavg()}", flush=True)
+    for _ in range(opts.ingests):
+        for tree, root in trees.items():
+            path = work / tree
+            shutil.rmtree(path, ignore_errors=True)
+            out = phase(root, "ingest", opts.n, path, corpus, opts.queries)
+            record(tree, "ingest", {**out, "parts": breakdown(path)})
+    for _ in range(opts.opens):
+        for tree, root in trees.items():
+            record(tree, "open", phase(root, "open", opts.n, work / tree, corpus, opts.queries))
+    for _ in range(2):
+        for tree, root in trees.items():
+            record(tree, "query", phase(root, "query", opts.n, work / tree, corpus, opts.queries))
+    summary = {}
+    for tree, r in runs.items():
+        med = statistics.median
+        summary[tree] = {
+            "disk": r["ingest"][-1]["parts"],
+            "ingest_docs_per_s": med(x["docs_per_s"] for x in r["ingest"]),
+            "open_s": med(x["open_s"] for x in r["open"]),
+            "first_answer_s": med(x["first_query_s"] for x in r["open"]),
+            "query_p50_ms": med(x["plain"]["p50_ms"] for x in r["query"]),
+            "filtered_p50_ms": med(x["filtered"]["p50_ms"] for x in r["query"]),
+            "recall": r["query"][-1]["plain"]["recall"],
+            "loads": [x["load"] for v in r.values() for x in v],
+        }
+    b, a = summary["before"], summary["after"]
+    ratios = {k: round(a[k] / b[k], 3) for k in ("ingest_docs_per_s", "open_s", "first_answer_s",
+                                                 "query_p50_ms", "filtered_p50_ms")}
+    ratios["disk_total"] = round(a["disk"]["total"] / b["disk"]["total"], 3)
+    report = {"n": opts.n, "summary": summary, "after_over_before": ratios,
+              "load_end": os.getloadavg(), "runs": runs}
+    print(json.dumps({k: report[k] for k in ("summary", "after_over_before", "load_end")},
+                     indent=1))
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(report, indent=1, default=str))
+    shutil.rmtree(work / "before", ignore_errors=True)
+    shutil.rmtree(work / "after", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
