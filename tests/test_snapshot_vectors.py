@@ -103,8 +103,9 @@ def test_a_tuned_graph_keeps_its_vectors_in_the_snapshot_and_an_untuned_one_drop
     """
     col, x = graph_collection(engine, "hnsw")
     rng = np.random.default_rng(4)
-    head = Head(np.linalg.qr(rng.normal(size=(DIM, DIM)))[0].astype(np.float32),
-                np.zeros(DIM, np.float32))
+    head = Head(
+        np.linalg.qr(rng.normal(size=(DIM, DIM)))[0].astype(np.float32), np.zeros(DIM, np.float32)
+    )
     commit_head(col, head, {"label_field": "part"}, SimpleNamespace(mode="test"))
     assert col.manifest.tune and "storage" not in graph_section(col)
     queries = x[N : N + 20] + 0.01
