@@ -121,6 +121,55 @@ def test_repair_re_encodes_texts_and_keeps_every_document(engine):
     assert [h.id for h in col.search("article 12 about w12", k=5)] == before
 
 
+@pytest.mark.parametrize("old_format", [False, True], ids=["graph-only", "earlier-version"])
+def test_a_graph_snapshot_without_vectors_cannot_restore_them_and_repair_says_so(
+    engine, old_format
+):
+    """`hnsw` snapshots keep the graph, not the vectors (the log holds them once): damage to
+    the log is refused on open, and repair restores from the snapshot only what it holds, so
+    precomputed vectors are listed as lost unless an earlier version's snapshot still has them.
+    """
+    col = engine.create("vecs", encoder="precomputed", options={"dim": DIM}, index="hnsw")
+    x = vectors(2000)
+    col.add(vectors=x, ids=[f"v{i}" for i in range(2000)])
+    col.checkpoint()
+    if old_format:  # the snapshot as every version before issue 16 wrote it, vectors inside
+        path = col.folder / f"index-{col.manifest.snapshot_generation}.faiss"
+        col.view.load_index().save(path)
+        set_manifest(col.folder, snapshot_crc32=file_crc32(path))
+    overwrite_row(tail_of(col), 1500)
+    if not old_format:  # the graph's storage is read from the log, checksums included
+        with pytest.raises(CorruptCollection, match=r"tail-0\.f32.*rows 0-1999"):
+            reopen(engine, "vecs")
+    assert any("tail-0.f32 is damaged" in p for p in engine.verify("vecs"))
+    actions = engine.repair("vecs")
+    if old_format:
+        assert any("2000 restored from the index snapshot" in a for a in actions), actions
+        assert engine.verify("vecs") == []
+        assert self_found(reopen(engine, "vecs"), x, range(0, 2000, 7)) == len(range(0, 2000, 7))
+    else:  # one 4 MiB chunk holds all 2,000 rows at 16-d: all of them are suspect
+        assert any("0 restored from the index snapshot" in a for a in actions), actions
+        assert any("2000 documents have lost their vectors" in a for a in actions), actions
+        col = reopen(engine, "vecs")
+        assert col.count() == 2000 and col.get(["v5"])[0] is not None  # kept, unsearchable
+
+
+def test_repair_re_encodes_the_texts_of_a_graph_collection(engine):
+    col = engine.create("kb", encoder="fake-hash", options={"dim": DIM}, index="hnsw")
+    texts = [f"article {i} about w{i % 13} and w{i % 7}" for i in range(300)]
+    col.add(texts=texts, ids=[f"a{i}" for i in range(300)])
+    col.checkpoint()
+    before = [h.id for h in col.search("article 12 about w12", k=5)]
+    overwrite_row(tail_of(col), 12)
+    with pytest.raises(CorruptCollection, match=r"tail-0\.f32"):
+        reopen(engine, "kb")
+    actions = engine.repair("kb")
+    assert any("0 restored from the index snapshot, 300 re-encoded" in a for a in actions)
+    col = reopen(engine, "kb")
+    assert col.count() == 300 and engine.verify("kb") == []
+    assert [h.id for h in col.search("article 12 about w12", k=5)] == before
+
+
 def test_collections_without_chunk_checksums_open_and_get_them_at_the_next_write(engine):
     col, x = precomputed(engine, 300)
     data = json.loads((col.folder / "manifest.json").read_text())
