@@ -8,7 +8,9 @@ check the store.
 
 Repair rebuilds what can be rebuilt: the index always (from the store and the exact vectors);
 damaged exact vectors from an intact index snapshot that holds them in full, else by re-encoding
-the stored content. Documents whose vectors can be restored neither way (precomputed vectors,
+the stored content. Only `flat` snapshots and `hnsw` snapshots written before vectors were stored
+once hold them: a graph snapshot now keeps the graph and takes its vectors from the very log
+being repaired (see :meth:`indexes.base.VectorIndex.save_sharing_vectors`). Documents whose vectors can be restored neither way (precomputed vectors,
 no usable snapshot) are never deleted on repair's own initiative: they stay in the store, out
 of the index, listed in the manifest, and `verify` keeps naming them until the caller adds them
 again or asks for them to be dropped. A damaged store cannot be rebuilt: the documents live only
@@ -390,7 +392,9 @@ def _from_snapshot(
     """Vectors of ``ids`` from an intact snapshot of a kind that keeps them in full.
 
     An id's vector never changes, so any committed snapshot that holds the id holds its vector.
-    A tuned collection's snapshot holds head(vector), not the base vector the log keeps.
+    A tuned collection's snapshot holds head(vector), not the base vector the log keeps. A graph
+    snapshot written without its vectors is loaded here without them (nothing is attached), so
+    its ``stored_vectors`` is None: the log it would read them from is what is being repaired.
     """
     if not len(ids) or m.tune:
         return 0
