@@ -1,6 +1,7 @@
 """Disk, cold open, ingest and query of a `hubsearch-auto` collection: this tree against another.
 
     python bench/disk.py --before /path/to/older/tree [--n 100000] [--opens 7] [--json FILE]
+    python bench/disk.py --keyword-share [--n 100000]
 
 ``--before`` is a source tree of an earlier version (``git archive <commit> | tar -x -C DIR``).
 Both trees run the peers benchmark's hubsearch phases (bench/peers_phases.py: ingest with
@@ -9,7 +10,9 @@ each phase in a fresh process started through that tree's own ``bench/peers.py``
 corpus (bench/peers_corpus.py). Runs alternate between the trees (ABAB...) so that a change in
 machine load hits both alike; medians are reported, with the load average around each phase.
 The disk figure is split by file (exact vectors, index snapshot, SQLite store) and the store by
-table, so the keyword index's (FTS5) share shows.
+table, so the keyword index's (FTS5) share shows. The peers corpus is stored with precomputed
+vectors, which get no keyword index unless asked; ``--keyword-share`` stores the same documents
+(texts, metadata, vectors) in a `flat` collection with ``keyword=True`` and prints its split.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
@@ -72,10 +77,31 @@ def breakdown(path: Path) -> dict[str, float]:
     return {k: round(v, 1) for k, v in parts.items()}
 
 
+def keyword_share(n: int, queries: int, work: Path) -> None:
+    """The split of a text collection's disk with a keyword index, on the peers corpus."""
+    from peers_corpus import doc_id, texts_and_metadata
+
+    from engine import Engine
+
+    corpus = build(work / f"corpus-{n}", n, queries)
+    home = work / "keyword"
+    shutil.rmtree(home, ignore_errors=True)
+    vectors = corpus.row_range(0, n)
+    texts, metas = texts_and_metadata(corpus, np.arange(n))
+    col = Engine(home).create("kw", encoder="precomputed", index="flat",
+                              options={"dim": vectors.shape[1]}, keyword=True)
+    col.add(texts=texts, vectors=vectors, ids=[doc_id(r) for r in range(n)], metadata=metas)
+    col.close()
+    print(json.dumps({"n": n, "load": os.getloadavg()[0], "parts": breakdown(home)}))
+    shutil.rmtree(home, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--before", required=True, help="source tree of the version to compare with")
+    ap.add_argument("--before", help="source tree of the version to compare with")
+    ap.add_argument("--keyword-share", action="store_true",
+                    help="only measure the keyword index's share of a text collection")
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--ingests", type=int, default=2)
@@ -83,6 +109,10 @@ def main() -> None:
     ap.add_argument("--work", default=None)
     ap.add_argument("--json", default=None)
     opts = ap.parse_args()
+    if opts.keyword_share:
+        return keyword_share(opts.n, opts.queries, Path(opts.work or tempfile.mkdtemp()))
+    if not opts.before:
+        ap.error("--before is required")
     trees = {"before": Path(opts.before).resolve(), "after": HERE.parent}
     work = Path(opts.work or tempfile.mkdtemp(prefix="hubsearch-disk-"))
     corpus = build(work / f"corpus-{opts.n}", opts.n, opts.queries).folder
