@@ -10,11 +10,11 @@ Repair rebuilds what can be rebuilt: the index always (from the store and the ex
 damaged exact vectors from an intact index snapshot that holds them in full, else by re-encoding
 the stored content. Only `flat` snapshots and `hnsw` snapshots written before vectors were stored
 once hold them: a graph snapshot now keeps the graph and takes its vectors from the very log
-being repaired (see :meth:`indexes.base.VectorIndex.save_sharing_vectors`). Documents whose vectors can be restored neither way (precomputed vectors,
-no usable snapshot) are never deleted on repair's own initiative: they stay in the store, out
-of the index, listed in the manifest, and `verify` keeps naming them until the caller adds them
-again or asks for them to be dropped. A damaged store cannot be rebuilt: the documents live only
-there, and repair says so.
+being repaired (see :meth:`indexes.base.VectorIndex.save_sharing_vectors`). Documents whose
+vectors can be restored neither way (precomputed vectors, no usable snapshot) are never deleted
+on repair's own initiative: they stay in the store, out of the index, listed in the manifest,
+and `verify` keeps naming them until the caller adds them again or asks for them to be dropped.
+A damaged store cannot be rebuilt: the documents live only there, and repair says so.
 """
 
 from __future__ import annotations

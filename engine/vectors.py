@@ -174,15 +174,78 @@ class VectorFile:
         row_bytes = self.dim * 4
         start, end = chunk * size, min((chunk + 1) * size, self.files.tail_rows)
         assert self._tail_map is not None
-        if (
-            zlib.crc32(memoryview(self._tail_map)[start * row_bytes : end * row_bytes])
-            != crcs[chunk]
-        ):
+        data = memoryview(self._tail_map)[start * row_bytes : end * row_bytes]
+        self._chunk_verdict(chunk, start, end, zlib.crc32(data) == crcs[chunk])
+
+    def _chunk_verdict(self, chunk: int, start: int, end: int, intact: bool) -> None:
+        if not intact:
             name = self.tail_path(self.files.epoch).name
             raise CorruptCollection(
                 self._damage(name, f"checksum mismatch in rows {start}-{end - 1}")
             )
         self._checked_chunks.add(chunk)
+
+    def read_into(self, ids: np.ndarray, out: np.ndarray) -> None:
+        """Write the vectors of ``ids`` into the rows of ``out``, checked, without the map.
+
+        For an index that takes its whole storage from the log on open (a graph snapshot saved
+        without vectors): plain reads of whole checksum chunks, each checked before its rows
+        are used, straight into ``out`` when a chunk's rows are all wanted in order (the usual
+        case), through one chunk-sized buffer otherwise. Reading through the map instead
+        (:meth:`get_checked`) held the mapped file resident beside the copy until released and
+        copied every row twice: +390 MB peak and twice the open time at 100,000 x 512.
+        """
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if not len(ids):
+            return
+        in_tail = ids >= self.files.tail_start
+        if not self.files.chunk_rows or not in_tail.all():
+            self._read_mapped(ids, out)  # a compacted base, or a tail without chunk checksums
+            return
+        rows = ids - self.files.tail_start
+        if len(rows) and rows.max() >= self.files.tail_rows:
+            raise CorruptCollection(f"vector for id {int(ids.max())} is not stored")
+        size, crcs = chunk_spans(self.files)
+        row_bytes = self.dim * 4
+        order = np.argsort(rows, kind="stable")
+        chunk_of = rows[order] // size
+        splits = np.flatnonzero(np.diff(chunk_of)) + 1
+        buffer = None
+        with open(self.tail_path(self.files.epoch), "rb", buffering=0) as f:
+            for group in np.split(order, splits):
+                chunk = int(rows[group[0]] // size)
+                start, end = chunk * size, min((chunk + 1) * size, self.files.tail_rows)
+                f.seek(start * row_bytes)
+                first = int(group[0])
+                whole = (
+                    len(group) == end - start
+                    and rows[first] == start
+                    and (np.diff(group) == 1).all()
+                    and (np.diff(rows[group]) == 1).all()
+                )
+                if whole:  # read in place: the rows land where the index wants them
+                    target = out[first : first + len(group)]
+                else:
+                    if buffer is None:
+                        buffer = np.empty((size, self.dim), np.float32)
+                    target = buffer[: end - start]
+                data = memoryview(target).cast("B")
+                got = 0
+                while got < len(data):
+                    n = f.readinto(data[got:])
+                    if not n:
+                        break
+                    got += n
+                self._chunk_verdict(
+                    chunk, start, end, got == len(data) and zlib.crc32(data) == crcs[chunk]
+                )
+                if not whole:
+                    out[group] = target[rows[group] - start]
+
+    def _read_mapped(self, ids: np.ndarray, out: np.ndarray, step: int = 65_536) -> None:
+        for start in range(0, len(ids), step):
+            out[start : start + step] = self.get_checked(ids[start : start + step])
+        self.release()
 
     def _damage(self, name: str, what: str) -> str:
         return (

@@ -224,8 +224,10 @@ class HnswIndex(VectorIndex):
         """Give a graph loaded without its storage the vectors of its positions, from ``lookup``.
 
         Positions are read in order (masked ones too: walks still pass through them) through the
-        lookup's checked reads where it has them, so the vectors that enter the graph pass the
-        log's chunk checksums as the snapshot's bytes passed its CRC. A no-op otherwise.
+        lookup's checked reads, so the vectors that enter the graph pass the log's chunk
+        checksums as the snapshot's bytes passed its CRC: ``read_into`` (the engine's
+        :class:`engine.vectors.VectorFile`, which reads straight into the storage's buffer),
+        else ``checked().get`` or ``get``, in chunks. A no-op when the graph has its storage.
         """
         if self._has_storage():
             return
@@ -233,13 +235,20 @@ class HnswIndex(VectorIndex):
 
         ids = self._ids.ids
         storage = faiss.IndexFlatIP(self.dim)
-        reserve_storage(storage, len(ids), self.dim)
-        checked = getattr(lookup, "checked", None)
-        for _, part in fetched(ids, checked() if checked else lookup, self.dim):
-            storage.add(part)
-        release = getattr(lookup, "release", None)
-        if release is not None:
-            release()  # the storage is the graph's own copy now: let go of the mapped pages
+        read_into = getattr(lookup, "read_into", None)
+        if read_into is not None and len(ids):  # the log writes straight into the storage
+            storage.codes.resize(len(ids) * self.dim * 4)
+            rows = faiss.rev_swig_ptr(storage.get_xb(), len(ids) * self.dim)
+            read_into(ids, rows.reshape(len(ids), self.dim))
+            storage.ntotal = len(ids)
+        else:
+            reserve_storage(storage, len(ids), self.dim)
+            checked = getattr(lookup, "checked", None)
+            for _, part in fetched(ids, checked() if checked else lookup, self.dim):
+                storage.add(part)
+            release = getattr(lookup, "release", None)
+            if release is not None:
+                release()  # the storage is the graph's own copy now: let go of mapped pages
         storage.this.disown()  # the graph owns and frees it from here
         self._graph.storage = storage
         self._graph.own_fields = True

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from handles import reopen
 
-from engine.manifest import file_crc32
+from engine.errors import CorruptCollection
+from engine.manifest import VectorFiles, file_crc32
 from engine.tune.head import Head
 from engine.tune.run import commit_head
+from engine.vectors import VectorFile, VectorWriter
 from indexes._snapshot import open_snapshot
 from indexes.testing import clustered
 
@@ -114,3 +116,39 @@ def test_a_tuned_graph_keeps_its_vectors_in_the_snapshot_and_an_untuned_one_drop
     col.untune()
     assert graph_section(col)["storage"] == "skipped"
     assert answers(reopen(engine, "g"), queries) == answers(col, queries) != tuned
+
+
+def test_the_log_reads_a_graphs_storage_checked_in_any_order_without_mapping_it(tmp_path):
+    dim = 128  # 8,192 rows a checksum chunk: 10,000 rows make a whole chunk and a short one
+    x = clustered(10_000, dim, seed=2, clusters=10, latent=8)
+    writer = VectorWriter(tmp_path, dim)
+    files = writer.append(writer.append(VectorFiles(), x[:6000]), x[6000:])
+    log = VectorFile(tmp_path, dim, files)
+    rng = np.random.default_rng(0)
+    for ids in (np.arange(10_000), rng.permutation(10_000)[:7000], np.arange(0, 10_000, 3)):
+        out = np.empty((len(ids), dim), np.float32)
+        log.read_into(ids, out)
+        assert np.array_equal(out, x[ids])
+    with open(tmp_path / "tail-0.f32", "r+b") as f:  # one byte of row 9,000 flipped
+        f.seek(9000 * dim * 4 + 5)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x40]))
+    fresh = VectorFile(tmp_path, dim, files)
+    out = np.empty((8192, dim), np.float32)
+    fresh.read_into(np.arange(8192), out)  # the intact chunk still reads
+    with pytest.raises(CorruptCollection, match=r"tail-0\.f32 is damaged .*rows 8192-9999"):
+        fresh.read_into(np.arange(10_000), np.empty((10_000, dim), np.float32))
+
+
+def test_a_compacted_graph_collection_reopens_with_base_and_tail_vectors(engine):
+    col, x = graph_collection(engine, "hnsw")
+    col.delete([f"v{i}" for i in range(1, N, 3)])
+    col.compact()  # the live vectors move to a sorted base; the graph is rebuilt over them
+    col.add(vectors=x[N:], ids=[f"w{i}" for i in range(200)], metadata=[{"part": 3}] * 200)
+    col.checkpoint()  # a snapshot over base and tail ids
+    assert col.manifest.vectors.base_rows and col.manifest.vectors.tail_rows == 200
+    assert graph_section(col)["storage"] == "skipped"
+    queries = x[N : N + 20] + 0.01
+    assert answers(reopen(engine, "g"), queries) == answers(col, queries)
+    assert engine.verify("g") == []
