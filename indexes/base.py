@@ -8,6 +8,7 @@ index may be rebuilt, retrained or switched to another kind without re-running t
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -133,6 +134,53 @@ class VectorIndex(ABC):
     def state(self) -> dict[str, Any]:
         """Facts worth recording in the manifest after a commit (e.g. `auto`'s active kind)."""
         return {}
+
+    # Search-time knobs, which the engine tunes to a recall target (engine/recall.py).
+
+    def active_kind(self) -> str:
+        """The kind that answers searches (`auto` names the kind it delegates to)."""
+        return self.kind
+
+    def build_mark(self) -> Any:
+        """A JSON-able value that changes when the index rebuilds itself inside an ``add``.
+
+        `auto` switching kinds or `ivfpq` training on the add that reaches ``train_min`` make
+        a new structure without a replacement index passing through the engine; the engine
+        compares marks to know that a recall measurement of the old structure is stale.
+        """
+        return None
+
+    def knobs(self) -> dict[str, int]:
+        """Search-time parameters in force, by option name; empty for an exact search.
+
+        Exact kinds (and `ivfpq` before training) return nothing: their recall is 1 and
+        the engine does not measure them.
+        """
+        return {}
+
+    def knob_ladder(self) -> list[dict[str, int]]:
+        """Settings of :meth:`knobs` to try, cheapest first, within the kind's latency budget."""
+        return []
+
+    def set_knobs(self, **values: int) -> None:  # noqa: B027 - optional hook
+        """Use these search-time parameters from now on (names as in :meth:`knobs`)."""
+
+    def pinned_knobs(self) -> set[str]:
+        """Knobs the user set as options: a recall target leaves them as they are."""
+        return set(self.knobs()) & set(self._params)
+
+    def held_out(self, ids: np.ndarray) -> VectorIndex:
+        """A search-only view that answers as if ``ids`` had never been added.
+
+        The engine measures recall with stored vectors as queries. A graph links each node to
+        its neighbours at insertion, so a stored vector used as a query walks straight to them
+        and looks better than a new query would (hnsw at efSearch 10: 0.988 against 0.944);
+        `hnsw` therefore unlinks ``ids`` in a private copy of its links. Kinds where a stored
+        query has no such head start return a copy sharing their data (the engine drops the
+        query's own id from the results), so setting its knobs does not touch the shared index.
+        Searches on the view must hold the same lock as searches on the index.
+        """
+        return copy.copy(self)
 
     def memory_bytes(self) -> int:
         """Approximate resident size, for `info` and the `auto` kind's budget."""

@@ -50,6 +50,8 @@ OPTIONS = {
     "nlist", "nprobe", "pq", "nbits", "opq", "rerank", "train_min", "train_sample",
     "retrain_growth", "drift_ratio", "gpu",
 }  # fmt: skip
+#: Re-rank depths a recall target chooses among.
+RERANK_LADDER = (5, 10, 20, 40)
 #: A short search is retried with this many times the probes, up to all lists.
 _WIDEN = 4
 #: Filtered candidates score closer together (they are farther from the query), so the
@@ -284,6 +286,39 @@ class IvfPqIndex(VectorIndex):
             "trained_count": self._trained_count, "train_fit": round(self._trained.fit, 5),
             "recent_fit": round(self._recent.mean, 5), "recent_count": self._recent.count,
         }  # fmt: skip
+
+    # ------------------------------------------------------------------ recall knobs
+
+    def build_mark(self) -> Any:
+        return self._trained_count  # 0 until trained; a retrain comes as a new index
+
+    def knobs(self) -> dict[str, int]:
+        return {} if self._trained is None else {"nprobe": self.probes(), "rerank": self.rerank}
+
+    def knob_ladder(self) -> list[dict[str, int]]:
+        """nprobe up to a quarter of the lists (at least 16), re-rank depth 5 to 40, cheapest
+        first by an estimate of the work: codes scanned times ``pq`` table look-ups, plus
+        re-ranked vectors times a cache miss and ``dim`` multiply-adds.
+        """
+        if self._trained is None:
+            return []
+        nlist = self._trained.nlist
+        top = min(nlist, max(16, nlist // 4))
+        probes = sorted({min(top, 2**i) for i in range(top.bit_length() + 1)})
+        per_list = len(self) / nlist
+
+        def cost(setting: dict[str, int]) -> float:
+            scan = setting["nprobe"] * per_list * self.pq
+            return scan + 10 * setting["rerank"] * (self.dim + 200)
+
+        ladder = [{"nprobe": p, "rerank": r} for p in probes for r in RERANK_LADDER]
+        return sorted(ladder, key=cost)
+
+    def set_knobs(self, **values: int) -> None:
+        if "nprobe" in values:
+            self.nprobe = max(1, int(values["nprobe"]))
+        if "rerank" in values:
+            self.rerank = max(1, int(values["rerank"]))
 
     def memory_bytes(self) -> int:
         if self._trained is None:
