@@ -610,11 +610,10 @@ class Collection:
 
     def wait_for_recall(self, progress: Any = None) -> dict[str, Any] | None:
         """Finish the recall measurement that is due (or running, here or in another process)
-        and return the collection's last measurement (None when it has never been measured,
-        e.g. below 200 vectors). ``progress(done, total)`` is called as it goes.
+        and return the collection's last measurement (None when it has none: below 200 vectors,
+        or while the index searches exactly). ``progress(done, total)`` is called as it goes.
         """
-        self.recall.wait(progress)
-        return (self.manifest.recall or {}).get("measured")
+        return self.recall.wait(progress)
 
     def build_keywords(self) -> Manifest:
         """Build the keyword index from the stored texts (no re-encoding), as one commit.

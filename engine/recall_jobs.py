@@ -68,8 +68,12 @@ class RecallKeeper:
             log.warning("recall measurement of %s failed: %s", self.view.folder.name, exc)
 
     def wait(self, progress: recall.Progress | None = None) -> dict[str, Any] | None:
-        """Finish any due measurement (running here, in another process, or not started)."""
-        return self.run(block=True, progress=progress)
+        """Finish any due measurement (running here, in another process, or not started);
+        the collection's last measurement afterwards (None if it has none, e.g. when exact).
+        """
+        self.run(block=True, progress=progress)
+        m = self.view.refresh()
+        return None if recall.exact(m) else (m.recall or {}).get("measured")
 
     def run(
         self, block: bool, progress: recall.Progress | None = None

@@ -220,7 +220,7 @@ class AutoIndex(VectorIndex):
     def pinned_knobs(self) -> set[str]:
         return self._active.pinned_knobs()
 
-    def held_out(self, ids: np.ndarray) -> VectorIndex:
+    def held_out(self, ids: np.ndarray) -> list[VectorIndex]:
         return self._active.held_out(ids)
 
     def budget_forced(self) -> str | None:

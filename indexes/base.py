@@ -169,18 +169,18 @@ class VectorIndex(ABC):
         """Knobs the user set as options: a recall target leaves them as they are."""
         return set(self.knobs()) & set(self._params)
 
-    def held_out(self, ids: np.ndarray) -> VectorIndex:
-        """A search-only view that answers as if ``ids`` had never been added.
+    def held_out(self, ids: np.ndarray) -> list[VectorIndex]:
+        """Search-only views whose recall, averaged per query, estimates the recall of new
+        queries when ``ids`` (stored vectors) are the queries and leave the answers.
 
-        The engine measures recall with stored vectors as queries. A graph links each node to
-        its neighbours at insertion, so a stored vector used as a query walks straight to them
-        and looks better than a new query would (hnsw at efSearch 10: 0.988 against 0.944);
-        `hnsw` therefore unlinks ``ids`` in a private copy of its links. Kinds where a stored
-        query has no such head start return a copy sharing their data (the engine drops the
-        query's own id from the results), so setting its knobs does not touch the shared index.
-        Searches on the view must hold the same lock as searches on the index.
+        The engine measures recall with stored vectors as queries and drops the query's own
+        row from results and truth. A graph links each node to its neighbours at insertion,
+        so a stored query walks straight to them and looks better than a new one; `hnsw`
+        returns a second, unlinked view that errs the other way. Kinds where a stored query
+        has no such head start return one copy sharing their data, so that setting its knobs
+        does not touch the shared index. Searches on a view hold the index's own lock.
         """
-        return copy.copy(self)
+        return [copy.copy(self)]
 
     def memory_bytes(self) -> int:
         """Approximate resident size, for `info` and the `auto` kind's budget."""

@@ -24,6 +24,7 @@ Options: ``nlist`` (default: by size at training), ``nprobe`` (default ``max(8, 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,13 @@ _WIDEN = 4
 #: Filtered candidates score closer together (they are farther from the query), so the
 #: pool re-ranked on exact vectors is this many times larger.
 _FILTER_POOL = 2
+
+
+class _Hidden:
+    """A FAISS selector plus what it reads, kept alive together (see indexes._select)."""
+
+    def __init__(self, sel: Any, keep: Any) -> None:
+        self.sel, self.keep = sel, keep
 
 
 class IvfPqIndex(VectorIndex):
@@ -93,6 +101,7 @@ class IvfPqIndex(VectorIndex):
         self._trained_count = 0
         self._recent = training.FitWindow(1000)
         self._lookup: VectorLookup | None = None
+        self._hidden: Any = None  # a held-out view's selector of the ids it never answers
 
     def attach_vectors(self, lookup: VectorLookup) -> None:
         self._lookup = lookup
@@ -151,7 +160,11 @@ class IvfPqIndex(VectorIndex):
         n = sum(len(ids) for ids, _ in parts)
         if n < self.train_min:
             ids = np.concatenate([as_ids(i) for i, _ in parts])
-            vectors = np.concatenate([as_vectors(v, self.dim) for _, v in parts])
+            # Sliced: a LookupRows (an `auto` switch) reads its rows only when sliced.
+            vectors = np.concatenate(
+                [np.empty((0, self.dim), np.float32)]
+                + [as_vectors(v[: len(i)], self.dim) for i, v in parts if len(i)]
+            )
             self._buffer_ids, self._buffer, self._trained = ids, vectors, None
             self._trained_count, self._recent = 0, training.FitWindow(1000)
             return
@@ -215,7 +228,7 @@ class IvfPqIndex(VectorIndex):
                 ids, vectors = ids[keep], vectors[keep]
             return exact_search(queries, k, [(ids, vectors)])
         pool = min(len(self), k * self.rerank) if self._lookup is not None else k
-        selector, probes = None, self.probes()
+        selector, probes = self._hidden, self.probes()
         if allowed_ids is not None:
             allowed = as_ids(allowed_ids)
             if len(allowed) == 0:
@@ -313,6 +326,16 @@ class IvfPqIndex(VectorIndex):
 
         ladder = [{"nprobe": p, "rerank": r} for p in probes for r in RERANK_LADDER]
         return sorted(ladder, key=cost)
+
+    def held_out(self, ids: np.ndarray) -> list[VectorIndex]:
+        """A copy sharing the lists that never answers ``ids`` (a selector, so the lists probed
+        and the re-rank pool stay as a real search's)."""
+        import faiss
+
+        view = copy.copy(self)
+        keep = id_selector(as_ids(ids))
+        view._hidden = _Hidden(faiss.IDSelectorNot(keep.sel), keep)
+        return [view]
 
     def set_knobs(self, **values: int) -> None:
         if "nprobe" in values:
