@@ -186,8 +186,10 @@ def measure(
     record = {
         **base,
         "recall": round(result.plain.estimate, 4),
-        "filtered": {f"{g.share:g}": ("exact" if g.exact else round(r.estimate, 4))
-                     for g, r in zip(groups[1:], result.filtered, strict=True)},
+        "filtered": {
+            f"{g.share:g}": ("exact" if g.exact else round(r.estimate, 4))
+            for g, r in zip(groups[1:], result.filtered, strict=True)
+        },
         "sample": n_plain,
         "filtered_sample": n_filtered,
         "margin": round(result.margin, 4),

@@ -30,6 +30,7 @@ from engine import recall
 from engine.commit import Change, Writer
 from engine.errors import CollectionLocked
 from engine.live import LiveView
+from engine.search import threads_for
 
 log = logging.getLogger(__name__)
 #: Measurements of a replaced index are thrown away and redone at most this many times a run.
@@ -75,9 +76,7 @@ class RecallKeeper:
         m = self.view.refresh()
         return None if recall.exact(m) else (m.recall or {}).get("measured")
 
-    def run(
-        self, block: bool, progress: recall.Progress | None = None
-    ) -> dict[str, Any] | None:
+    def run(self, block: bool, progress: recall.Progress | None = None) -> dict[str, Any] | None:
         """Measure and commit if due; the committed record, or None when nothing was due."""
         if not self._running.acquire(blocking=block):
             return None
@@ -99,7 +98,11 @@ class RecallKeeper:
             if recall.due(m) is None:
                 return None
             try:
-                record = recall.measure(self.view, recall.config(m.recall), progress)
+                # One FAISS thread (the setting is per calling thread in OpenMP): batches of 32
+                # queries ran 2.4x slower on two threads of a busy 2-core machine, and readers
+                # keep the other core.
+                with threads_for(1):
+                    record = recall.measure(self.view, recall.config(m.recall), progress)
             except recall.Stale:
                 continue
             if self._commit(record):
