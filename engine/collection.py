@@ -231,13 +231,17 @@ class Collection:
         """Train a head on this collection's vectors; see :func:`engine.tune.run.tune`."""
         from engine.tune.run import tune
 
-        return tune(self, **options)
+        result = tune(self, **options)
+        self.recall.poke()  # a new space: a new index to measure
+        return result
 
     def untune(self) -> Manifest:
         """Back to the base encoder's space, as a new generation (no re-encoding)."""
         from engine.tune.run import untune
 
-        return untune(self)
+        result = untune(self)
+        self.recall.poke()
+        return result
 
     def _encode_texts(self, items: list[Any], batch_size: int | None) -> np.ndarray:
         check_query_texts(items)
