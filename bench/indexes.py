@@ -281,12 +281,14 @@ def recall_data(args, workdir: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     ``--data clustered``: the main experiment's vectors; ``hard``: ``--clusters`` (3,000)
     tight clusters (spread 0.35 and noise 0.12 in `clustered`'s units against 0.7 and 0.3),
     queries drawn from the same clusters, i.e. near stored points; a ``.npy`` path: real
-    vectors, the last ``--queries`` rows held out as queries.
+    vectors, queries from ``--query-data`` (or the file's last ``--queries`` rows).
     """
     from indexes.testing import clustered
 
     if args.data.endswith(".npy"):
         vectors = np.load(args.data, mmap_mode="r")
+        if args.query_data:  # real queries: other sentences, not in the collection
+            return np.asarray(vectors[:n], np.float32), np.load(args.query_data)[: args.queries]
         return np.asarray(vectors[:n], np.float32), np.asarray(vectors[-args.queries :], np.float32)
     if args.data == "hard":
         shape = {"clusters": args.clusters, "spread": 0.35, "noise": 0.12}
@@ -430,6 +432,7 @@ def main(argv=None) -> None:
     parser.add_argument("--recall-target", type=float, default=0.95, help="recall experiment")
     parser.add_argument("--data", default="clustered", help="recall: clustered, hard or X.npy")
     parser.add_argument("--clusters", type=int, default=3000, help="recall --data hard")
+    parser.add_argument("--query-data", help="recall with --data X.npy: queries (.npy)")
     parser.add_argument("--json", help="write all results here")
     parser.add_argument("--keep-snapshots", action="store_true", help="keep main's index files")
     parser.add_argument("-o", "--option", action="append", default=[], help="kind.name=value")

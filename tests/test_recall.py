@@ -8,8 +8,12 @@ searching while a measurement runs.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +247,26 @@ def test_another_process_waits_for_and_picks_up_the_measurement(engine):
     assert len(events) == 1  # measured once, by whichever got the file lock first
     assert results[0]["params"] == col.manifest.recall["measured"]["params"]
     assert other.view.load_index().ef_search == results[0]["params"]["efSearch"]
+
+
+def test_two_processes_measure_once_and_share_the_result(engine, tmp_path):
+    col = _make(engine, "mp", "hnsw", 2000, recall=0.97, recall_sample=150)
+    script = (
+        "import json, sys; from engine import Engine; "
+        "col = Engine(sys.argv[1]).open('mp'); col.recall.background = False; "
+        "m = col.wait_for_recall(); "
+        "print(json.dumps([m['params'], col.view.load_index().ef_search]))"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(engine.home)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": root},
+    )  # fmt: skip
+    mine = col.wait_for_recall()
+    out, err = child.communicate(timeout=180)
+    assert child.returncode == 0, err[-2000:]
+    params, ef = json.loads(out.strip().splitlines()[-1])
+    events = [h for h in col.manifest.history if h["event"] == "recall"]
+    assert len(events) == 1  # one of the two measured; the other waited and read the result
+    assert params == mine["params"] and ef == mine["params"]["efSearch"]
