@@ -26,6 +26,7 @@ import argparse
 import gc
 import json
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -344,6 +345,7 @@ def recall_experiment(args, workdir: Path) -> list[dict]:
             })  # fmt: skip
             print(json.dumps(rows[-1], default=float), flush=True)
             col.close()
+            shutil.rmtree(home, ignore_errors=True)
     return rows
 
 
