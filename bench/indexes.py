@@ -15,6 +15,9 @@ thread (FAISS and BLAS). The 1M run takes a while (HNSW's graph): ``--sizes 1000
   (add, ask ``needs_rebuild``, rebuild) against a never-retrained and a freshly trained index.
 * deletes: delete 30 % of ``--deletes-size`` vectors; no deleted id may come back; snapshot
   size after the delete and after compaction (rebuild) against a build of the remaining 70 %.
+* recall (not in the default list): per size and kind, a collection with ``--recall-target``
+  built through the engine; the recall its measurement recorded against the recall of new
+  queries, and p50 with the knobs it chose. ``--data hard`` is 3,000 tight clusters.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import gc
 import json
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -37,7 +41,7 @@ sys.path[:0] = [str(REPO)]
 
 K = 10
 SEED = 20240611
-PARAMS = {"flat": {}, "hnsw": {}, "ivfpq": {}}
+PARAMS = {"flat": {}, "hnsw": {}, "ivfpq": {}, "auto": {}}
 DRIFT_STEP = 1.0  # latent units each batch's cluster centres move
 
 
@@ -272,6 +276,79 @@ def deletes_experiment(args, workdir: Path) -> list[dict]:
     return rows
 
 
+def recall_data(args, workdir: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(stored vectors, new queries) for the recall experiment.
+
+    ``--data clustered``: the main experiment's vectors; ``hard``: ``--clusters`` (3,000)
+    tight clusters (spread 0.35 and noise 0.12 in `clustered`'s units against 0.7 and 0.3),
+    queries drawn from the same clusters, i.e. near stored points; a ``.npy`` path: real
+    vectors, queries from ``--query-data`` (or the file's last ``--queries`` rows).
+    """
+    from indexes.testing import clustered
+
+    if args.data.endswith(".npy"):
+        vectors = np.load(args.data, mmap_mode="r")
+        if args.query_data:  # real queries: other sentences, not in the collection
+            return np.asarray(vectors[:n], np.float32), np.load(args.query_data)[: args.queries]
+        return np.asarray(vectors[:n], np.float32), np.asarray(vectors[-args.queries :], np.float32)
+    if args.data == "hard":
+        shape = {"clusters": args.clusters, "spread": 0.35, "noise": 0.12}
+        path = workdir / f"hard-{n}-{args.dim}-{args.clusters}.f32"
+        if not path.exists():
+            out = np.memmap(path, np.float32, "w+", shape=(n, args.dim))
+            clustered(n, args.dim, seed=SEED, out=out, **shape)
+            out.flush()
+        data = np.memmap(path, np.float32, "r", shape=(n, args.dim))
+        queries = clustered(args.queries, args.dim, seed=SEED, start=10**9, **shape)
+        return data, queries
+    data = data_file(workdir, n, args.dim, SEED)
+    return data, clustered(args.queries, args.dim, seed=SEED, start=10**9)
+
+
+def recall_experiment(args, workdir: Path) -> list[dict]:
+    """Per size and kind: the target, the recall the engine recorded, the recall new queries
+    get (exact truth), p50 on one thread, and what the measurement chose and cost."""
+    from engine import Engine
+    from indexes.testing import recall
+
+    rows = []
+    for n in args.sizes:
+        data, queries = recall_data(args, workdir, n)
+        ids = np.arange(n, dtype=np.int64)
+        truth = exact_top(queries, data, ids)
+        for kind in args.kinds:
+            home = Path(tempfile.mkdtemp(dir=workdir, prefix="recall-home-"))
+            options = {**PARAMS.get(kind, {}), "recall": args.recall_target}
+            col = Engine(home).create("bench", encoder="precomputed", options={"dim": args.dim},
+                                      index=kind, index_options=options)  # fmt: skip
+            col.recall.background = False
+            started = time.perf_counter()
+            for s in range(0, n, 100_000):
+                part = np.asarray(data[s : s + 100_000])
+                col.add(vectors=part, ids=[str(i) for i in range(s, s + len(part))])
+            build_s = time.perf_counter() - started
+            started = time.perf_counter()
+            measured = col.wait_for_recall() or {"recall": 1.0, "exact": True, "params": {}}
+            measure_s = time.perf_counter() - started
+            index = col.view.load_index()
+            # Engine ids are assigned in add order: row i is internal id i.
+            found = index.search(queries, K)[1]
+            times = single_thread_ms(index, queries[: args.latency_queries])
+            rows.append({
+                "n": n, "kind": kind, "active": index.active_kind(), "data": args.data,
+                "target": args.recall_target, "recorded": measured["recall"],
+                "recorded_filtered": measured.get("filtered", {}),
+                "actual": recall(found, truth), "params": measured.get("params", {}),
+                "met": measured.get("met", True), "p50_ms": float(np.percentile(times, 50)),
+                "p99_ms": float(np.percentile(times, 99)), "build_s": build_s,
+                "measure_s": measure_s, "sample": measured.get("sample", 0),
+            })  # fmt: skip
+            print(json.dumps(rows[-1], default=float), flush=True)
+            col.close()
+            shutil.rmtree(home, ignore_errors=True)
+    return rows
+
+
 def make_auto(dim: int, lookup):
     from indexes.auto import AutoIndex
 
@@ -297,6 +374,20 @@ def markdown(results: dict) -> str:
                 f"| {r['filtered_p50_ms']:.2f} | {r['filtered_p99_ms']:.2f} "
                 f"| {r['disk_B_per_vec']:,.0f} | {r['mem_B_per_vec']:,.0f} "
                 f"| {r['loaded_rss_B_per_vec']:,.0f} | {r['auto']} / {r['auto memory_mb=1024']} |"
+            )
+    if results.get("recall"):
+        out += [
+            "| data | vectors | kind (active) | target | recorded | actual (new queries) "
+            "| recorded filtered 50 % / 10 % | chosen | p50 ms | p99 ms | measure s |",
+            "|" + "---|" * 11,
+        ]
+        for r in results["recall"]:
+            filt = " / ".join(str(v) for v in r["recorded_filtered"].values()) or "-"
+            chosen = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "exact"
+            out.append(
+                f"| {r['data']} | {r['n']:,} | `{r['kind']}` ({r['active']}) | {r['target']:g} "
+                f"| {r['recorded']:.3f} | {r['actual']:.3f} | {filt} | {chosen} "
+                f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['measure_s']:.1f} |"
             )
     if results.get("deletes"):
         out += [
@@ -340,6 +431,10 @@ def main(argv=None) -> None:
     parser.add_argument("--drift-size", type=int, default=1_000_000)
     parser.add_argument("--deletes-size", type=int, default=100_000)
     parser.add_argument("--workdir", help="keeps the generated vectors between runs")
+    parser.add_argument("--recall-target", type=float, default=0.95, help="recall experiment")
+    parser.add_argument("--data", default="clustered", help="recall: clustered, hard or X.npy")
+    parser.add_argument("--clusters", type=int, default=3000, help="recall --data hard")
+    parser.add_argument("--query-data", help="recall with --data X.npy: queries (.npy)")
     parser.add_argument("--json", help="write all results here")
     parser.add_argument("--keep-snapshots", action="store_true", help="keep main's index files")
     parser.add_argument("-o", "--option", action="append", default=[], help="kind.name=value")
@@ -367,6 +462,8 @@ def main(argv=None) -> None:
             results["deletes"] = deletes_experiment(args, workdir)
         if "drift" in experiments:
             results["drift"] = drift_experiment(args, workdir)
+        if "recall" in experiments:
+            results["recall"] = recall_experiment(args, workdir)
     # Counts the memmapped vectors' pages too; the snapshot-loading child adds its own index.
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     if args.json:

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from engine import recall
 from engine.collection import Collection
 from engine.encoders import IMAGE, TEXT, Encoder
 from engine.errors import (
@@ -133,6 +134,11 @@ class Engine:
         folder = self._folder(name)
         if (folder / MANIFEST).exists():
             raise CollectionExists(f"collection {name!r} already exists in {self.home}")
+        # The recall promise's options are index options to the user (`-o recall=0.98`) but
+        # the engine keeps them: no index kind sees them, whichever dict they came in.
+        options, from_encoder = recall.split_options(options)
+        index_options, from_index = recall.split_options(index_options)
+        recall_settings = recall.check_options({**from_encoder, **from_index})
         enc = self.shared_encoder(encoder, options)
         index_cls = self.registry.index_class(index)
         try:
@@ -153,6 +159,7 @@ class Engine:
                 store_url=store_url,
                 uuid=new_uuid(),
                 keyword={"version": KEYWORD_VERSION} if keyword else None,
+                recall=recall_settings or None,
             )
             write_manifest(staging, manifest)
             try:

@@ -75,9 +75,14 @@ def _route_options(
     eng: Any, encoder: str, index: str, options: dict[str, str]
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Split -o options between encoder and index: explicit prefixes, else whoever knows it."""
+    from engine.recall import split_options
+
     enc = {k[8:]: v for k, v in options.items() if k.startswith("encoder.")}
     idx = {k[6:]: v for k, v in options.items() if k.startswith("index.")}
     plain = {k: v for k, v in options.items() if not k.startswith(("encoder.", "index."))}
+    plain, promise = split_options(plain)  # `-o recall=0.98`: the engine's, not the index's
+    idx, promise_idx = split_options(idx)
+    promise.update(promise_idx)
     enc.update(plain)
     while True:
         try:
@@ -94,7 +99,7 @@ def _route_options(
             f"option {exc.key!r} is known to neither encoder {encoder!r} nor index {index!r}",
             exc.key,
         ) from None
-    return enc, idx
+    return enc, {**idx, **promise}
 
 
 @click.command()

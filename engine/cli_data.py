@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from engine.cli_common import engine_for
+from engine.cli_common import engine_for, wait_for_recall
 from engine.cli_startup import prepare_encoder
 from engine.ingest import (
     Fields,
@@ -128,6 +128,7 @@ def add(
     if image_args:
         report.merge(_add_images(col, image_args, sidecar, batch_size, progress))
     show_report(report, time.perf_counter() - started, as_json)
+    wait_for_recall(col, progress)
 
 
 def _add_on_ray(
@@ -162,6 +163,7 @@ def _add_on_ray(
             )
         )
     show_report(report, time.perf_counter() - started, as_json)
+    wait_for_recall(col, sys.stderr.isatty() and not as_json)
 
 
 def _add_images(
@@ -316,8 +318,10 @@ def delete(ctx: click.Context, name: str, ids: tuple[str, ...]) -> None:
     \b
     hubsearch delete faq q-17 q-18
     """
-    removed = engine_for(ctx).open(name).delete(list(ids))
+    col = engine_for(ctx).open(name)
+    removed = col.delete(list(ids))
     click.echo(f"deleted {removed} of {len(ids)}")
+    wait_for_recall(col, sys.stderr.isatty())
 
 
 @click.command()

@@ -130,6 +130,19 @@ def manifest_summary(
         "history": list(manifest.history),
         "external": external or [],
         "keyword": keyword,
+        "recall": recall_summary(manifest),
+    }
+
+
+def recall_summary(manifest: Any) -> dict[str, Any]:
+    """The recall promise: settings with defaults, the last measurement, and whether it is due."""
+    from engine import recall
+
+    return {
+        **recall.config(manifest.recall),
+        "measured": (manifest.recall or {}).get("measured"),
+        "due": recall.due(manifest),
+        "exact": recall.exact(manifest),
     }
 
 
@@ -158,6 +171,18 @@ def show_info(summary: dict[str, Any], as_json: bool) -> None:
             else "none (searches by vector; `hubsearch reindex NAME --keyword` builds one)"
         )
     )
+    promise = summary.get("recall")
+    if promise is not None:
+        from engine.cli_common import describe_recall
+
+        measured = promise["measured"]
+        if promise["exact"]:
+            line = "recall@10 1.0 (the index in force searches exactly)"
+        else:
+            line = describe_recall(measured) if measured else "not measured yet"
+        if promise["due"]:
+            line += f" (re-measure due: {promise['due']})"
+        click.echo(f"{'recall':>16}: target {promise['target']:g}; {line}")
     for source in summary["external"]:
         click.echo(
             f"{'external':>16}: {source['kind']} {source['option']}={source['value']} "

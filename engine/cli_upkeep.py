@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import click
 
-from engine.cli_common import engine_for, key_values, parse_options
+from engine.cli_common import engine_for, key_values, parse_options, wait_for_recall
 
 
 @click.command()
@@ -64,6 +65,14 @@ def repair(ctx: click.Context, name: str, drop_unrecoverable: bool) -> None:
     is_flag=True,
     help="Build the keyword index from the stored texts (collections made before it existed).",
 )
+@click.option(
+    "--recall",
+    "target",
+    type=click.FloatRange(0.5, 1.0),
+    default=None,
+    help="Recall@10 target (against exact search) the index is tuned to; keeps the kind "
+    "unless --index is given.",
+)
 @key_values("Index option, e.g. -o M=32 -o efSearch=128. Repeatable.")
 @click.pass_context
 def reindex(
@@ -71,6 +80,7 @@ def reindex(
     name: str,
     index_kind: str | None,
     keyword: bool,
+    target: float | None,
     options: tuple[str, ...],
 ) -> None:
     """Rebuild NAME's index as another kind, or its keyword index, from what is stored (no
@@ -82,11 +92,12 @@ def reindex(
     hubsearch reindex faq --index hnsw -o M=32
     hubsearch reindex faq --index flat
     hubsearch reindex faq --keyword
+    hubsearch reindex faq --recall 0.99
     """
     from engine.errors import BadInput
 
-    if index_kind is None and not keyword:
-        raise BadInput("reindex needs --index KIND, --keyword or both")
+    if index_kind is None and not keyword and target is None:
+        raise BadInput("reindex needs --index KIND, --keyword, --recall or a combination")
     if options and index_kind is None:
         raise BadInput("-o options are for the index kind: give --index KIND with them")
     col = engine_for(ctx).open(name)
@@ -98,11 +109,16 @@ def reindex(
             f"in {time.perf_counter() - started:.1f} s"
         )
     if index_kind is not None:
-        m = col.reindex(index_kind, parse_options(options, "-o"))
+        given = parse_options(options, "-o")
+        m = col.reindex(index_kind, given if target is None else {**given, "recall": target})
         click.echo(
             f"reindexed {name!r} as {index_kind} ({m.count:,} vectors) "
             f"in {time.perf_counter() - started:.1f} s"
         )
+    elif target is not None:
+        col.set_recall(target)
+        click.echo(f"recall target of {name!r} set to {target:g}; measuring the index")
+    wait_for_recall(col, sys.stderr.isatty())
 
 
 @click.command()
@@ -118,6 +134,7 @@ def compact(ctx: click.Context, name: str) -> None:
     col = eng.open(name)
     before = _disk_bytes(col.folder)
     col.compact()
+    wait_for_recall(col, sys.stderr.isatty())
     click.echo(
         f"compacted {name!r}: {before / 2**20:.1f} MiB -> {_disk_bytes(col.folder) / 2**20:.1f} MiB"
     )

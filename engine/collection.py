@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import hybrid, maintenance
+from engine import hybrid, maintenance, recall
 from engine.commit import SNAPSHOT_MIN_CHANGES, Change, Writer
 from engine.documents import (
     check_ids,
@@ -32,6 +32,7 @@ from engine.limits import MAX_K, check_k
 from engine.live import LiveView
 from engine.manifest import Manifest, read_manifest
 from engine.min_score import check_min_score, resolve_min_score
+from engine.recall_jobs import RecallKeeper
 from engine.registry import Registry
 from engine.search import Planner
 from engine.store import Document, NewRow, Store
@@ -109,6 +110,7 @@ class Collection:
         self.view.load_index()  # open means ready to serve: damage is reported here, not later
         self.planner = Planner(self.store)
         self.writer = Writer(folder, self.store, self.view, lock_timeout)
+        self.recall = RecallKeeper(self.view, self.writer)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -229,13 +231,17 @@ class Collection:
         """Train a head on this collection's vectors; see :func:`engine.tune.run.tune`."""
         from engine.tune.run import tune
 
-        return tune(self, **options)
+        result = tune(self, **options)
+        self.recall.poke()  # a new space: a new index to measure
+        return result
 
     def untune(self) -> Manifest:
         """Back to the base encoder's space, as a new generation (no re-encoding)."""
         from engine.tune.run import untune
 
-        return untune(self)
+        result = untune(self)
+        self.recall.poke()
+        return result
 
     def _encode_texts(self, items: list[Any], batch_size: int | None) -> np.ndarray:
         check_query_texts(items)
@@ -386,6 +392,7 @@ class Collection:
         items, given = self._prepare(texts, images, vectors, ids, metadata, report)
         with self.writer.writing() as m:
             self._write_items(m, items, given, batch_size, progress, report)
+        self.recall.poke()
         return report
 
     def add_encoded(
@@ -410,6 +417,7 @@ class Collection:
         items, given = self._prepare(texts, None, vectors, ids, metadata, report)
         with self.writer.writing() as m:
             self._write_items(m, items, given, None, False, report, own_vectors=True)
+        self.recall.poke()
         return report
 
     def add_dataset(self, data: Any, **options: Any) -> AddReport:
@@ -550,6 +558,7 @@ class Collection:
                 retire = [v[0] for v in live.values()]
                 m = self.writer.commit(m, Change(retire=retire, force_snapshot=True))
                 maintenance.rebuild_if_needed(self.writer, self.store, m)
+        self.recall.poke()
         return len(live)
 
     # -- upkeep (never calls the encoder) -----------------------------------------------------
@@ -563,13 +572,52 @@ class Collection:
     def reindex(self, index: str, options: dict[str, Any] | None = None) -> Manifest:
         """Switch to another index kind (or parameters), built from the stored vectors.
 
-        Readers keep searching the old index until the new one is committed.
+        Readers keep searching the old index until the new one is committed. Recall options
+        (``recall``, ``recall_sample``, ``recall_growth``) among ``options`` change the
+        promise; the new index is measured in the background (see :meth:`wait_for_recall`).
         """
         self.registry.index_class(index)  # fail before taking the lock
+        params, settings = recall.split_options(options)
+        settings = recall.check_options(settings)
         with self.writer.writing() as m:
-            return maintenance.reindex(
-                self.writer, self.registry, self.store, m, index, dict(options or {})
+            new = maintenance.reindex(
+                self.writer, self.registry, self.store, m, index, params,
+                recall={**(m.recall or {}), **settings} if settings else None,
+            )  # fmt: skip
+        self.recall.poke()
+        return new
+
+    def set_recall(
+        self,
+        target: float | None = None,
+        *,
+        sample: int | None = None,
+        growth: float | None = None,
+    ) -> Manifest:
+        """Change the recall promise without rebuilding: the index is measured again for it.
+
+        ``target``: recall@10 against exact search (default 0.95); ``sample``: queries per
+        measurement; ``growth``: measure again once the collection grew by this factor.
+        """
+        given = {"recall": target, "recall_sample": sample, "recall_growth": growth}
+        settings = recall.check_options({k: v for k, v in given.items() if v is not None})
+        with self.writer.writing() as m:
+            new = self.writer.commit(
+                m,
+                Change(
+                    recall={**(m.recall or {}), **settings},
+                    event={"event": "recall-settings", **settings},
+                ),
             )
+        self.recall.poke()
+        return new
+
+    def wait_for_recall(self, progress: Any = None) -> dict[str, Any] | None:
+        """Finish the recall measurement that is due (or running, here or in another process)
+        and return the collection's last measurement (None when it has none: below 200 vectors,
+        or while the index searches exactly). ``progress(done, total)`` is called as it goes.
+        """
+        return self.recall.wait(progress)
 
     def build_keywords(self) -> Manifest:
         """Build the keyword index from the stored texts (no re-encoding), as one commit.
@@ -588,9 +636,13 @@ class Collection:
     def compact(self) -> Manifest:
         """Drop the vectors and rows of deleted documents from disk and rebuild the index."""
         with self.writer.writing() as m:
-            return maintenance.compact(self.writer, self.registry, self.store, m)
+            new = maintenance.compact(self.writer, self.registry, self.store, m)
+        self.recall.poke()
+        return new
 
     def close(self) -> None:
+        self.recall.background = False
+        self.recall.stop()
         self.store.close()
 
 

@@ -60,6 +60,8 @@ class Change:
     #: always comes with a replacement ``index`` built in that space.
     tune: dict[str, Any] | None = None
     keyword: dict[str, Any] | None = None  # a keyword index built for this generation
+    #: A new ``Manifest.recall`` record: changed settings, or a measurement (engine/recall.py).
+    recall: dict[str, Any] | None = None
 
 
 class Writer:
@@ -168,7 +170,16 @@ class Writer:
         if replaced or change.force_snapshot or changes >= max(SNAPSHOT_MIN_CHANGES, ratio * count):
             snapshot_crc = self._save_snapshot(index, gen, share_vectors=not tune)
             snapshot_gen, changes = gen, 0
-        index_meta = {**m.index, **(change.index_kind or {}), "state": index.state()}
+        # The generation whose commit built the index structure in force: a recall measured
+        # on an older structure is stale (a replacement, or `auto`/`ivfpq` rebuilding in an add).
+        mark = index.build_mark()
+        built = m.index.get("built", 0)
+        if replaced or mark != m.index.get("mark"):
+            built = gen
+        index_meta = {
+            **m.index, **(change.index_kind or {}), "state": index.state(),
+            "built": built, "mark": mark,
+        }  # fmt: skip
         new = m.evolve(
             generation=gen,
             vectors=files,
@@ -182,6 +193,7 @@ class Writer:
             uuid=m.uuid or new_uuid(),
             tune=tune,
             keyword=change.keyword or m.keyword,
+            recall=m.recall if change.recall is None else change.recall,
         )
         write_manifest(self.folder, new)  # the commit
         self.view.adopt(new, index)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine import recall
 from engine.errors import CollectionNotFound, CorruptCollection
 from engine.locks import ReadWriteLock
 from engine.manifest import (
@@ -189,6 +190,7 @@ class LiveView:
             self.index.attach_vectors(self.index_vectors)
             self.apply_delta(self._index_gen, m.generation)
             self._index_gen = m.generation
+        recall.apply(self.index, m)  # the knobs the last measurement chose (cheap: attributes)
 
     def _load_snapshot(self, m: Manifest) -> VectorIndex:
         cls = self.registry.index_class(m.index["kind"])
@@ -252,6 +254,7 @@ class LiveView:
                 self.vectors = VectorFile(self.folder / "vectors", manifest.dim, manifest.vectors)
             self.head = self._head_for(manifest)
             index.attach_vectors(self.index_vectors)
+            recall.apply(index, manifest)
             self.index = index
             self._index_gen = manifest.generation
             self._index_base = (

@@ -60,7 +60,9 @@ def reindex(
     m: Manifest,
     kind: str,
     params: dict[str, Any],
+    recall: dict[str, Any] | None = None,
 ) -> Manifest:
+    """Build ``kind`` from the stored vectors and commit it (with new recall settings if given)."""
     live = indexable(store.live_ids(m.generation), m)
     index = build_index(registry, kind, params, writer.view, live)
     return writer.commit(
@@ -69,6 +71,7 @@ def reindex(
             index=index,
             index_kind={"kind": kind, "params": index.params},
             event={"event": "reindex", "from": m.index["kind"], "to": kind, "count": len(live)},
+            recall=recall,
         ),
     )
 

@@ -79,6 +79,9 @@ class Manifest:
     #: The keyword index (``{"version": 1}``) kept in the store beside the documents, or None:
     #: collections made before it existed search by vector until `reindex --keyword` builds it.
     keyword: dict[str, Any] | None = None
+    #: The recall promise (engine/recall.py): settings (``target``, ``sample``, ``growth``;
+    #: absent ones take the defaults) and ``measured``, the last measurement of the index.
+    recall: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "unrecoverable", tuple(int(i) for i in self.unrecoverable))
@@ -186,8 +189,9 @@ def _shape_problem(data: dict[str, Any]) -> str | None:
     for key in ("store_url", "uuid"):
         if not isinstance(data.get(key), (str, type(None))):
             return f"{key!r} is not a string"
-    if not isinstance(data.get("keyword"), (dict, type(None))):
-        return "'keyword' is not an object"
+    for key in ("keyword", "recall"):
+        if not isinstance(data.get(key), (dict, type(None))):
+            return f"{key!r} is not an object"
     if not isinstance(data.get("history", []), list):
         return "'history' is not a list"
     for key in _COUNTS:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -71,16 +71,11 @@ class Planner:
                 return ids, scores
             scores, ids = exact[0][0], exact[1][0]
             return ids[ids >= 0], scores[ids >= 0]
-        total = len(index)
-        fetch = min(k * 8, total)
-        while True:
-            scores, ids = index.search(q[None, :], fetch)
-            cand, cand_scores = ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]
-            ok = self.store.matching_ids(where, m.generation, among=cand)
-            keep = np.isin(cand, ok)
-            if keep.sum() >= k or fetch >= total:
-                return cand[keep][:k], cand_scores[keep][:k]
-            fetch = min(fetch * 4, total)
+
+        def admit(cand: np.ndarray) -> np.ndarray:
+            return np.isin(cand, self.store.matching_ids(where, m.generation, among=cand))
+
+        return post_filtered(index, q, k, admit)
 
     def matching(self, where: dict[str, Any], generation: int) -> _Matches:
         """Ids matching a filter (at most SELECTIVE_LIMIT + 1), memoised per generation.
@@ -142,6 +137,25 @@ class Planner:
 class _Matches:
     ids: np.ndarray
     vectors: np.ndarray | None = None
+
+
+def post_filtered(
+    index: Any, q: np.ndarray, k: int, admit: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) of a broad filter: over-fetch from the index, keep what ``admit`` admits,
+    and fetch four times deeper until k are admitted or the whole index was read.
+
+    The recall measurement (engine/recall.py) runs its filtered queries through this same plan.
+    """
+    total = len(index)
+    fetch = min(k * 8, total)
+    while True:
+        scores, ids = index.search(q[None, :], fetch)
+        cand, cand_scores = ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]
+        keep = admit(cand)
+        if keep.sum() >= k or fetch >= total:
+            return cand[keep][:k], cand_scores[keep][:k]
+        fetch = min(fetch * 4, total)
 
 
 def exact_top_k(

@@ -200,6 +200,44 @@ class AutoIndex(VectorIndex):
     def memory_bytes(self) -> int:
         return self._active.memory_bytes()
 
+    # ------------------------------------------------------------------ recall knobs
+
+    def active_kind(self) -> str:
+        return self._active.kind
+
+    def build_mark(self) -> Any:
+        return [self._active.kind, len(self._switches), self._active.build_mark()]
+
+    def knobs(self) -> dict[str, int]:
+        return self._active.knobs()
+
+    def knob_ladder(self) -> list[dict[str, int]]:
+        return self._active.knob_ladder()
+
+    def set_knobs(self, **values: int) -> None:
+        self._active.set_knobs(**values)
+
+    def pinned_knobs(self) -> set[str]:
+        return self._active.pinned_knobs()
+
+    def held_out(self, ids: np.ndarray) -> list[VectorIndex]:
+        return self._active.held_out(ids)
+
+    def budget_forced(self) -> str | None:
+        """Why the active kind is `ivfpq` when that was not the user's choice of size, or None.
+
+        A recall target cannot move `auto` off `ivfpq` when the memory budget put it there
+        (the budget is a hard limit); the engine reports that the target gave way.
+        """
+        if self._active.kind != "ivfpq" or self.memory_mb is None:
+            return None
+        if self.ivfpq_min is not None and len(self) >= self.ivfpq_min:
+            return None
+        if self.estimate_bytes("hnsw", len(self)) <= self.memory_mb * 2**20:
+            return None
+        need = self.estimate_bytes("hnsw", len(self)) / 2**20
+        return f"hnsw would need {need:.0f} MiB > memory_mb={self.memory_mb:g}"
+
     # ------------------------------------------------------------------ files
 
     def save(self, path: Path) -> None:

@@ -8,6 +8,7 @@ index may be rebuilt, retrained or switched to another kind without re-running t
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -143,6 +144,53 @@ class VectorIndex(ABC):
     def state(self) -> dict[str, Any]:
         """Facts worth recording in the manifest after a commit (e.g. `auto`'s active kind)."""
         return {}
+
+    # Search-time knobs, which the engine tunes to a recall target (engine/recall.py).
+
+    def active_kind(self) -> str:
+        """The kind that answers searches (`auto` names the kind it delegates to)."""
+        return self.kind
+
+    def build_mark(self) -> Any:
+        """A JSON-able value that changes when the index rebuilds itself inside an ``add``.
+
+        `auto` switching kinds or `ivfpq` training on the add that reaches ``train_min`` make
+        a new structure without a replacement index passing through the engine; the engine
+        compares marks to know that a recall measurement of the old structure is stale.
+        """
+        return None
+
+    def knobs(self) -> dict[str, int]:
+        """Search-time parameters in force, by option name; empty for an exact search.
+
+        Exact kinds (and `ivfpq` before training) return nothing: their recall is 1 and
+        the engine does not measure them.
+        """
+        return {}
+
+    def knob_ladder(self) -> list[dict[str, int]]:
+        """Settings of :meth:`knobs` to try, cheapest first, within the kind's latency budget."""
+        return []
+
+    def set_knobs(self, **values: int) -> None:  # noqa: B027 - optional hook
+        """Use these search-time parameters from now on (names as in :meth:`knobs`)."""
+
+    def pinned_knobs(self) -> set[str]:
+        """Knobs the user set as options: a recall target leaves them as they are."""
+        return set(self.knobs()) & set(self._params)
+
+    def held_out(self, ids: np.ndarray) -> list[VectorIndex]:
+        """Search-only views whose recall, averaged per query, estimates the recall of new
+        queries when ``ids`` (stored vectors) are the queries and leave the answers.
+
+        The engine measures recall with stored vectors as queries and drops the query's own
+        row from results and truth. A graph links each node to its neighbours at insertion,
+        so a stored query walks straight to them and looks better than a new one; `hnsw`
+        returns a second, unlinked view that errs the other way. Kinds where a stored query
+        has no such head start return one copy sharing their data, so that setting its knobs
+        does not touch the shared index. Searches on a view hold the index's own lock.
+        """
+        return [copy.copy(self)]
 
     def memory_bytes(self) -> int:
         """Approximate resident size, for `info` and the `auto` kind's budget."""

@@ -24,6 +24,7 @@ Options: ``nlist`` (default: by size at training), ``nprobe`` (default ``max(8, 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,20 @@ OPTIONS = {
     "nlist", "nprobe", "pq", "nbits", "opq", "rerank", "train_min", "train_sample",
     "retrain_growth", "drift_ratio", "gpu",
 }  # fmt: skip
+#: Re-rank depths a recall target chooses among.
+RERANK_LADDER = (5, 10, 20, 40)
 #: A short search is retried with this many times the probes, up to all lists.
 _WIDEN = 4
 #: Filtered candidates score closer together (they are farther from the query), so the
 #: pool re-ranked on exact vectors is this many times larger.
 _FILTER_POOL = 2
+
+
+class _Hidden:
+    """A FAISS selector plus what it reads, kept alive together (see indexes._select)."""
+
+    def __init__(self, sel: Any, keep: Any) -> None:
+        self.sel, self.keep = sel, keep
 
 
 class IvfPqIndex(VectorIndex):
@@ -91,6 +101,7 @@ class IvfPqIndex(VectorIndex):
         self._trained_count = 0
         self._recent = training.FitWindow(1000)
         self._lookup: VectorLookup | None = None
+        self._hidden: Any = None  # a held-out view's selector of the ids it never answers
 
     def attach_vectors(self, lookup: VectorLookup) -> None:
         self._lookup = lookup
@@ -149,7 +160,11 @@ class IvfPqIndex(VectorIndex):
         n = sum(len(ids) for ids, _ in parts)
         if n < self.train_min:
             ids = np.concatenate([as_ids(i) for i, _ in parts])
-            vectors = np.concatenate([as_vectors(v, self.dim) for _, v in parts])
+            # Sliced: a LookupRows (an `auto` switch) reads its rows only when sliced.
+            vectors = np.concatenate(
+                [np.empty((0, self.dim), np.float32)]
+                + [as_vectors(v[: len(i)], self.dim) for i, v in parts if len(i)]
+            )
             self._buffer_ids, self._buffer, self._trained = ids, vectors, None
             self._trained_count, self._recent = 0, training.FitWindow(1000)
             return
@@ -213,7 +228,7 @@ class IvfPqIndex(VectorIndex):
                 ids, vectors = ids[keep], vectors[keep]
             return exact_search(queries, k, [(ids, vectors)])
         pool = min(len(self), k * self.rerank) if self._lookup is not None else k
-        selector, probes = None, self.probes()
+        selector, probes = self._hidden, self.probes()
         if allowed_ids is not None:
             allowed = as_ids(allowed_ids)
             if len(allowed) == 0:
@@ -284,6 +299,49 @@ class IvfPqIndex(VectorIndex):
             "trained_count": self._trained_count, "train_fit": round(self._trained.fit, 5),
             "recent_fit": round(self._recent.mean, 5), "recent_count": self._recent.count,
         }  # fmt: skip
+
+    # ------------------------------------------------------------------ recall knobs
+
+    def build_mark(self) -> Any:
+        return self._trained_count  # 0 until trained; a retrain comes as a new index
+
+    def knobs(self) -> dict[str, int]:
+        return {} if self._trained is None else {"nprobe": self.probes(), "rerank": self.rerank}
+
+    def knob_ladder(self) -> list[dict[str, int]]:
+        """nprobe up to a quarter of the lists (at least 16), re-rank depth 5 to 40, cheapest
+        first by an estimate of the work: codes scanned times ``pq`` table look-ups, plus
+        re-ranked vectors times a cache miss and ``dim`` multiply-adds.
+        """
+        if self._trained is None:
+            return []
+        nlist = self._trained.nlist
+        top = min(nlist, max(16, nlist // 4))
+        probes = sorted({min(top, 2**i) for i in range(top.bit_length() + 1)})
+        per_list = len(self) / nlist
+
+        def cost(setting: dict[str, int]) -> float:
+            scan = setting["nprobe"] * per_list * self.pq
+            return scan + 10 * setting["rerank"] * (self.dim + 200)
+
+        ladder = [{"nprobe": p, "rerank": r} for p in probes for r in RERANK_LADDER]
+        return sorted(ladder, key=cost)
+
+    def held_out(self, ids: np.ndarray) -> list[VectorIndex]:
+        """A copy sharing the lists that never answers ``ids`` (a selector, so the lists probed
+        and the re-rank pool stay as a real search's)."""
+        import faiss
+
+        view = copy.copy(self)
+        keep = id_selector(as_ids(ids))
+        view._hidden = _Hidden(faiss.IDSelectorNot(keep.sel), keep)
+        return [view]
+
+    def set_knobs(self, **values: int) -> None:
+        if "nprobe" in values:
+            self.nprobe = max(1, int(values["nprobe"]))
+        if "rerank" in values:
+            self.rerank = max(1, int(values["rerank"]))
 
     def memory_bytes(self) -> int:
         if self._trained is None:
