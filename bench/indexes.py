@@ -340,7 +340,7 @@ def markdown(results: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
-    parser.add_argument("--kinds", default="flat,hnsw,ivfpq")
+    parser.add_argument("--kinds", help="flat,hnsw,ivfpq; with --real/--hard: auto,hnsw,ivfpq")
     parser.add_argument("--experiments", default="main,drift,deletes")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=500)
@@ -373,7 +373,7 @@ def main(argv=None) -> None:
     if args.real or args.hard:
         return collections_main(args)
     args.sizes = [int(s) for s in args.sizes.split(",")]
-    args.kinds = args.kinds.split(",")
+    args.kinds = (args.kinds or "flat,hnsw,ivfpq").split(",")
     for option in args.option:
         key, _, value = option.partition("=")
         kind, _, name = key.partition(".")
@@ -403,9 +403,7 @@ def collections_main(args) -> None:
     from index_collections import collection_experiment
     from index_collections import markdown as collections_markdown
 
-    args.kinds = args.kinds.split(",") if args.kinds != "flat,hnsw,ivfpq" else [
-        "auto", "hnsw", "ivfpq"
-    ]  # fmt: skip
+    args.kinds = (args.kinds or "auto,hnsw,ivfpq").split(",")
     if args.queries == 500 and args.hard:
         args.queries = 1000
     with tempfile.TemporaryDirectory() as scratch:
