@@ -79,11 +79,14 @@ def child(opts: argparse.Namespace) -> None:
     print(MARK + json.dumps(out, default=str), flush=True)
 
 
-def measure_size(n: int, opts: argparse.Namespace, work: Path, log: Path) -> dict[str, Any]:
+def measure_size(
+    n: int, opts: argparse.Namespace, work: Path, log: Path, results: dict[str, Any]
+) -> dict[str, Any]:
+    """Every phase of every system at size ``n``, into ``results`` (which the caller saves
+    after each phase, so a long run interrupted keeps what it measured)."""
     from peers_corpus import build
 
     corpus = build(work / f"corpus-{n}", n, opts.queries)
-    results: dict[str, Any] = {}
     match = None
     for system in opts.systems:
         path = work / str(n) / system
@@ -99,6 +102,7 @@ def measure_size(n: int, opts: argparse.Namespace, work: Path, log: Path) -> dic
             if phase == "query" and system == MATCH and "error" not in out:
                 match = {k: out[k]["recall"] for k in ("plain", "filtered")}
             results[system][phase] = out
+            opts.save()
             print(f"  {n:>7} {system:<15} {phase:<7} "
                   f"{'ERROR ' + out['error'] if 'error' in out else 'ok'}", flush=True)
             if "error" in out and phase == "ingest":
@@ -333,8 +337,15 @@ def main() -> None:
     print(f"# load average at start: {os.getloadavg()[0]:.2f}; {json.dumps(env)}", flush=True)
     started = time.time()
     report: dict[str, Any] = {"environment": env, "sizes": {}, "load_start": os.getloadavg()}
+
+    def save() -> None:
+        if opts.json:
+            Path(opts.json).write_text(json.dumps(report, indent=1, default=str))
+
+    opts.save = save
     for n in opts.sizes:
-        report["sizes"][n] = measure_size(n, opts, work, log)
+        report["sizes"][n] = {}
+        measure_size(n, opts, work, log, report["sizes"][n])
     if not opts.skip_banking:
         report["banking77"] = {}
         for system in installed(list(BANKING_SYSTEMS)):
