@@ -298,7 +298,8 @@ def environment() -> dict[str, Any]:
         "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
         "hubsearch_commit": commit(),
-        **{p: ver(p) for p in ("hubsearch", "chromadb", "txtai", "faiss-cpu", "numpy", "torch")},
+        **{p: ver(p) for p in ("hubsearch", "chromadb", "txtai", "lancedb", "faiss-cpu", "numpy",
+                               "torch")},
     }
 
 
