@@ -52,6 +52,14 @@ def read_page(path: Path) -> str | None:
         return None
 
 
+def page_text(path: Path) -> str | None:
+    """A whole page as plain text (markup stripped, lines joined by spaces), None for aliases."""
+    raw = read_page(path)
+    if raw is None or raw.lstrip().startswith(".so "):
+        return None
+    return " ".join(t for t in map(_text, raw.splitlines()) if t)
+
+
 def parse(path: Path) -> tuple[str, str] | None:
     """(summary, document) of one page, or None for aliases and pages without a NAME line."""
     raw = read_page(path)

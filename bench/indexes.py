@@ -2,6 +2,14 @@
 
     python bench/indexes.py [--sizes 10000,100000,1000000] [--kinds flat,hnsw,ivfpq]
                             [--experiments main,drift,deletes] [--workdir DIR] [--json FILE]
+    python bench/indexes.py --real DIR [--kinds auto,hnsw,ivfpq] [-o recall=0.98] [--json FILE]
+    python bench/indexes.py --hard [--kinds auto,hnsw,ivfpq] [-o hnsw:efSearch=256] [--settle 600]
+
+``--real DIR`` (real sentence embeddings of bench/real_corpus.py) and ``--hard`` (300,000 x 512
+in 3,000 tight clusters) run the collection-level experiment of bench/index_collections.py
+instead: one `precomputed` collection per kind, ``col.search`` latencies and recall@10, and
+the index entry of ``hubsearch info --json`` (its recorded recall, if it has one) beside them.
+There ``-o KEY=VALUE`` is an index option of every kind and ``-o KIND:KEY=VALUE`` of one.
 
 Vectors come from :func:`indexes.testing.clustered` (512-d, fixed seed) and are written to a
 memmap in ``--workdir``, standing in for the engine's vector file: `ivfpq` re-ranks on it
@@ -38,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 # This file is bench/indexes.py: drop its folder from the path so `indexes` means the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path[:0] = [str(REPO)]
+sys.path.append(str(REPO / "bench"))  # last: for bench/index_collections.py, real_corpus.py
 
 K = 10
 SEED = 20240611
@@ -422,7 +431,7 @@ def markdown(results: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
-    parser.add_argument("--kinds", default="flat,hnsw,ivfpq")
+    parser.add_argument("--kinds", help="flat,hnsw,ivfpq; with --real/--hard: auto,hnsw,ivfpq")
     parser.add_argument("--experiments", default="main,drift,deletes")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=500)
@@ -440,11 +449,26 @@ def main(argv=None) -> None:
     parser.add_argument("-o", "--option", action="append", default=[], help="kind.name=value")
     parser.add_argument("--load-rss", help=argparse.SUPPRESS)
     parser.add_argument("--markdown", metavar="JSON", help="print the tables of a --json file")
+    parser.add_argument("--real", metavar="DIR", help="real embeddings (bench/real_corpus.py)")
+    parser.add_argument("--hard", action="store_true", help="300,000 in 3,000 tight clusters")
+    parser.add_argument("--n", type=int, help="--real/--hard: use this many vectors")
+    parser.add_argument(
+        "--settle", type=float, default=0.0,
+        help="--real/--hard: wait up to this many seconds after ingest for `info` to record "
+        "a measured recall (a background self-measurement)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.markdown:
-        return print(markdown(json.loads(Path(args.markdown).read_text())))
+        results = json.loads(Path(args.markdown).read_text())
+        if "collections" in results:
+            from index_collections import markdown as collections_markdown
+
+            return print(collections_markdown(results["collections"]))
+        return print(markdown(results))
+    if args.real or args.hard:
+        return collections_main(args)
     args.sizes = [int(s) for s in args.sizes.split(",")]
-    args.kinds = args.kinds.split(",")
+    args.kinds = (args.kinds or "flat,hnsw,ivfpq").split(",")
     for option in args.option:
         key, _, value = option.partition("=")
         kind, _, name = key.partition(".")
@@ -470,6 +494,23 @@ def main(argv=None) -> None:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
     print(markdown(results))
     print("peak RSS MiB:", results["peak_rss_mib"])
+
+
+def collections_main(args) -> None:
+    from index_collections import collection_experiment
+    from index_collections import markdown as collections_markdown
+
+    args.kinds = (args.kinds or "auto,hnsw,ivfpq").split(",")
+    if args.queries == 500 and args.hard:
+        args.queries = 1000
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(args.workdir or scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = collection_experiment(args, workdir)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    if args.json:
+        Path(args.json).write_text(json.dumps({"collections": result}, indent=1, default=float))
+    print(collections_markdown(result))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""hubsearch side by side with Chroma and txtai: same corpus, same machine, one run.
+"""hubsearch side by side with Chroma, txtai and LanceDB: same corpus, same machine, one run.
 
     python bench/peers.py --sizes 10000 100000 [--skip-banking] [--quick] [--json FILE]
 
@@ -6,12 +6,15 @@ Run it from the peers venv (docs/peers.md: the peers come from bench/requirement
 are not part of the test install, since txtai pulls in torch). Every phase of every system runs
 in a fresh process (bench/peers_phases.py); the corpus and its exact answers are built once per
 size (bench/peers_corpus.py). Prints one markdown table per size with hubsearch / peer ratios,
-the goals of issue 7 at the largest size, and the BANKING77 run with the real encoder.
+the goals of issues 7 and 16 at the largest size, and the BANKING77 run with the real encoder.
+Systems whose package is not installed are skipped (and said so). LanceDB's query knobs are
+set, per size, for the recall hubsearch-auto reached in the same run (it runs first).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -29,11 +32,14 @@ REPO = HERE.parent
 # This file lives in bench/: keep bench/ for the peers_* helpers and put the repo first for engine.
 sys.path[:0] = [str(REPO)]
 
-SYSTEMS = ("hubsearch-auto", "hubsearch-flat", "chroma", "txtai")
+SYSTEMS = ("hubsearch-auto", "hubsearch-flat", "chroma", "txtai", "lancedb-ivfpq", "lancedb-flat")
 BANKING_SYSTEMS = ("hubsearch-auto", "chroma", "txtai")
 PHASE_ORDER = ("ingest", "open", "query", "add", "delete", "verify")
 RATIOS = (("hubsearch-auto", "chroma"), ("hubsearch-auto", "txtai"),
-          ("hubsearch-flat", "chroma"), ("hubsearch-flat", "txtai"))
+          ("hubsearch-flat", "chroma"), ("hubsearch-flat", "txtai"),
+          ("hubsearch-auto", "lancedb-ivfpq"), ("hubsearch-flat", "lancedb-flat"))  # fmt: skip
+#: Whose recall the systems with query knobs (LanceDB) are tuned to reach, per size.
+MATCH = "hubsearch-auto"
 MARK = "@@PEERS@@"
 
 
@@ -68,15 +74,20 @@ def child(opts: argparse.Namespace) -> None:
         from peers_phases import PHASES
 
         corpus = Corpus(Path(opts.corpus), opts.size, opts.queries)
-        out = PHASES[opts.phase](opts.system, corpus, path)
+        extra = {"match": json.loads(opts.match_recall)} if opts.match_recall else {}
+        out = PHASES[opts.phase](opts.system, corpus, path, **extra)
     print(MARK + json.dumps(out, default=str), flush=True)
 
 
-def measure_size(n: int, opts: argparse.Namespace, work: Path, log: Path) -> dict[str, Any]:
+def measure_size(
+    n: int, opts: argparse.Namespace, work: Path, log: Path, results: dict[str, Any]
+) -> dict[str, Any]:
+    """Every phase of every system at size ``n``, into ``results`` (which the caller saves
+    after each phase, so a long run interrupted keeps what it measured)."""
     from peers_corpus import build
 
     corpus = build(work / f"corpus-{n}", n, opts.queries)
-    results: dict[str, Any] = {}
+    match = None
     for system in opts.systems:
         path = work / str(n) / system
         shutil.rmtree(path, ignore_errors=True)
@@ -85,8 +96,13 @@ def measure_size(n: int, opts: argparse.Namespace, work: Path, log: Path) -> dic
         for phase in PHASE_ORDER:
             args = ["--phase", phase, "--system", system, "--size", str(n), "--path", str(path),
                     "--corpus", str(corpus.folder), "--queries", str(opts.queries)]
+            if phase == "query" and match and system.startswith("lancedb"):
+                args += ["--match-recall", json.dumps(match)]
             out = run_child(args, log, opts.timeout)
+            if phase == "query" and system == MATCH and "error" not in out:
+                match = {k: out[k]["recall"] for k in ("plain", "filtered")}
             results[system][phase] = out
+            opts.save()
             print(f"  {n:>7} {system:<15} {phase:<7} "
                   f"{'ERROR ' + out['error'] if 'error' in out else 'ok'}", flush=True)
             if "error" in out and phase == "ingest":
@@ -188,6 +204,59 @@ def goals(res: dict) -> list[str]:
             for name, value, ok in checks]
 
 
+def lancedb_goals(res: dict) -> list[str]:
+    """The goals of issue 16: hubsearch-auto against LanceDB with its IVF_PQ index, and disk
+    against Chroma."""
+    h, lance, c = "hubsearch-auto", "lancedb-ivfpq", "chroma"
+    out = []
+    if h in res and lance in res:
+        try:
+            ours, theirs = _get(res, h, "ingest", "seconds"), _get(res, lance, "ingest", "seconds")
+            checks = [
+                ("filtered p50 ahead (ours/theirs < 1)",
+                 _get(res, h, "query", "filtered", "p50_ms")
+                 / _get(res, lance, "query", "filtered", "p50_ms"), lambda r: r < 1),
+                ("recall@10 ahead (ours - theirs >= 0)",
+                 _get(res, h, "query", "plain", "recall")
+                 - _get(res, lance, "query", "plain", "recall"), lambda r: r >= 0),
+                ("filtered recall@10 ahead (ours - theirs >= 0)",
+                 _get(res, h, "query", "filtered", "recall")
+                 - _get(res, lance, "query", "filtered", "recall"), lambda r: r >= 0),
+                ("ingest time incl. index build, ours/theirs <= 1", ours / theirs,
+                 lambda r: r <= 1),
+                ("unfiltered p50 at matched recall, ours/theirs <= 1",
+                 _get(res, h, "query", "plain", "p50_ms")
+                 / _get(res, lance, "query", "plain", "p50_ms"), lambda r: r <= 1),
+                ("disk after ingest, ours/theirs <= 1",
+                 _get(res, h, "ingest", "disk_mb") / _get(res, lance, "ingest", "disk_mb"),
+                 lambda r: r <= 1),
+                ("peak RSS, ours/theirs <= 1", peak_rss(res, h) / peak_rss(res, lance),
+                 lambda r: r <= 1),
+            ]  # fmt: skip
+        except (TypeError, ZeroDivisionError):
+            checks = []
+            out.append("- LanceDB goals: not checked (a phase failed)")
+        out += [f"- {name}: {value:.2f} -> {'met' if ok(value) else 'MISSED'}"
+                for name, value, ok in checks]  # fmt: skip
+    else:
+        out.append("- LanceDB goals: not checked (they compare hubsearch-auto with lancedb-ivfpq)")
+    if h in res and c in res and _get(res, c, "ingest", "disk_mb"):
+        r = _get(res, h, "ingest", "disk_mb") / _get(res, c, "ingest", "disk_mb")
+        out.append(f"- disk <= Chroma's: {r:.2f} -> {'met' if r <= 1 else 'MISSED'}")
+    return out
+
+
+def installed(systems: list[str]) -> list[str]:
+    """The systems whose package imports here; the others are named and skipped."""
+    from peers_systems import PACKAGES
+
+    found = [s for s in systems if importlib.util.find_spec(PACKAGES[s]) is not None]
+    for s in systems:
+        if s not in found:
+            print(f"# skipped {s}: package {PACKAGES[s]!r} is not installed", flush=True)
+    return found
+
+
 def banking_table(res: dict) -> str:
     head = ["BANKING77 (use-multilingual)", *res]
     rows = [("model load + warm-up s", "model_load_s", "{:.1f}"),
@@ -229,7 +298,8 @@ def environment() -> dict[str, Any]:
         "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
         "hubsearch_commit": commit(),
-        **{p: ver(p) for p in ("hubsearch", "chromadb", "txtai", "faiss-cpu", "numpy", "torch")},
+        **{p: ver(p) for p in ("hubsearch", "chromadb", "txtai", "lancedb", "faiss-cpu", "numpy",
+                               "torch")},
     }
 
 
@@ -250,7 +320,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1200)
     ap.add_argument("--omp-threads", type=int, default=None,
                     help="set OMP_NUM_THREADS for every phase (default: the libraries' own)")
-    for hidden in ("--phase", "--system", "--size", "--path", "--corpus"):
+    for hidden in ("--phase", "--system", "--size", "--path", "--corpus", "--match-recall"):
         ap.add_argument(hidden, help=argparse.SUPPRESS, type=int if hidden == "--size" else str)
     opts = ap.parse_args()
     if opts.phase:
@@ -259,6 +329,7 @@ def main() -> None:
         opts.sizes, opts.queries, opts.banking_limit = [2000], 200, 1000
     if opts.omp_threads:
         os.environ["OMP_NUM_THREADS"] = str(opts.omp_threads)  # inherited by every phase
+    opts.systems = installed(opts.systems)
     work = Path(opts.work or tempfile.mkdtemp(prefix="hubsearch-peers-"))
     work.mkdir(parents=True, exist_ok=True)
     log = work / "children.log"
@@ -267,11 +338,18 @@ def main() -> None:
     print(f"# load average at start: {os.getloadavg()[0]:.2f}; {json.dumps(env)}", flush=True)
     started = time.time()
     report: dict[str, Any] = {"environment": env, "sizes": {}, "load_start": os.getloadavg()}
+
+    def save() -> None:
+        if opts.json:
+            Path(opts.json).write_text(json.dumps(report, indent=1, default=str))
+
+    opts.save = save
     for n in opts.sizes:
-        report["sizes"][n] = measure_size(n, opts, work, log)
+        report["sizes"][n] = {}
+        measure_size(n, opts, work, log, report["sizes"][n])
     if not opts.skip_banking:
         report["banking77"] = {}
-        for system in BANKING_SYSTEMS:
+        for system in installed(list(BANKING_SYSTEMS)):
             path = work / "banking77" / system
             shutil.rmtree(path, ignore_errors=True)
             args = ["--phase", "banking", "--system", system, "--path", str(path)]
@@ -290,6 +368,8 @@ def main() -> None:
         if n == max(opts.sizes):
             print(f"\nGoals at {n:,} (hubsearch-auto vs chroma):")
             print("\n".join(goals(res)))
+            print(f"\nGoals of issue 16 at {n:,} (auto vs lancedb-ivfpq; disk vs chroma):")
+            print("\n".join(lancedb_goals(res)))
         print()
     if "banking77" in report:
         print(banking_table(report["banking77"]), "\n")

@@ -109,7 +109,16 @@ def _recall(found: list[list[str]], truth: np.ndarray) -> tuple[float, float]:
     return float(np.mean(hits)), short
 
 
-def query(system: str, corpus: Corpus, path: Path) -> dict[str, Any]:
+#: Queries a system with query knobs tunes them on (the first ones); all are timed and scored.
+CALIBRATION = 200
+
+
+def query(
+    system: str, corpus: Corpus, path: Path, match: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Latency and recall of every query, plain and filtered. A system with knobs (LanceDB's
+    ``nprobes``/``refine_factor``) first picks them, on the first :data:`CALIBRATION` queries,
+    for the recall in ``match`` (hubsearch's in the same run): p50 at matched recall."""
     q, cats = corpus.query_set()
     plain, filtered = corpus.truth()
     s = SYSTEMS[system]()
@@ -117,6 +126,14 @@ def query(system: str, corpus: Corpus, path: Path) -> dict[str, Any]:
     s.search(q[0], K, None)  # the first query is the cold-open phase's figure
     out: dict[str, Any] = {}
     for label, c, truth in (("plain", None, plain), ("filtered", cats, filtered)):
+        if match and hasattr(s, "calibrate"):
+            n = min(CALIBRATION, len(q))
+            sub = None if c is None else c[:n]
+
+            def run(sub: np.ndarray | None = sub, truth: np.ndarray = truth, n: int = n) -> float:
+                return _recall(_latencies(s, q[:n], sub)[1], truth[:n])[0]
+
+            out[f"{label}_calibration"] = s.calibrate(label, run, match[label])
         ms, found = _latencies(s, q, c)
         recall, short = _recall(found, truth)
         out[label] = {

@@ -20,10 +20,7 @@ Also measured: the driver's commit throughput with precomputed vectors (`add_enc
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import os
-import re
 import sys
 import tempfile
 import time
@@ -34,44 +31,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.append(str(REPO / "bench"))  # last: bench/engine.py must not shadow the package
 
 BANKING = REPO.parent / "shared" / "data" / "banking77"
-CACHE = Path(tempfile.gettempdir()) / "hubsearch-bench-doc-sentences.txt"
-_SPLIT = re.compile(r"(?<=[.!?])\s+")
-
-
-def doc_sentences() -> list[str]:
-    """Distinct short sentences of /usr/share/doc, cached (reading the docs takes ~45 s)."""
-    if CACHE.exists():
-        return CACHE.read_text().splitlines()
-    found: set[str] = set()
-    for root, _, files in os.walk("/usr/share/doc"):
-        for name in files:
-            path = os.path.join(root, name)
-            if name.startswith("copyright"):
-                continue  # licence texts, the same few thousand lines everywhere
-            try:
-                if name.endswith(".gz"):
-                    with gzip.open(path, "rt", errors="ignore") as f:
-                        data = f.read(2_000_000)
-                elif name.endswith((".txt", ".md")) or name.upper().startswith(("README", "NEWS")):
-                    with open(path, errors="ignore") as f:
-                        data = f.read(2_000_000)
-                else:
-                    continue
-            except OSError:
-                continue
-            for s in _SPLIT.split(re.sub(r"\s+", " ", data)):
-                s = s.strip()
-                if 20 <= len(s) <= 200 and sum(c.isalpha() for c in s) > 0.7 * len(s):
-                    found.add(s)
-    ordered = sorted(found, key=lambda s: hashlib.sha1(s.encode()).digest())
-    CACHE.write_text("\n".join(ordered))
-    return ordered
 
 
 def corpus(n: int) -> list[str]:
     import csv
+
+    from text_sources import doc_sentences
 
     texts: list[str] = []
     for split in ("train.csv", "test.csv"):
