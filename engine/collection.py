@@ -109,6 +109,7 @@ class Collection:
         self.view.load_index()  # open means ready to serve: damage is reported here, not later
         self.planner = Planner(self.store)
         self.writer = Writer(folder, self.store, self.view, lock_timeout)
+        self._tuned: Any = None  # the TunedEncoder of a `tune --full` space, by weights
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -162,6 +163,8 @@ class Collection:
             if not isinstance(query, str) or not query.strip():
                 raise BadInput("query: text is empty")
             return self._search_texts([query], k, where, mode, alpha, fusion, None, min_score)[0]
+        if query is not None:
+            return self._search_vectors(None, k, where, min_score, texts=[query])[0]
         q = self._query_vector(query, image, vector)
         return self._search_vectors(q[None, :], k, where, min_score)[0]
 
@@ -192,7 +195,9 @@ class Collection:
         if vectors is not None:
             q = validate_vectors(vectors, self.dim, "vectors")
         elif queries is not None:
-            q = self._encode_texts(list(queries), batch_size)
+            texts = list(queries)
+            check_query_texts(texts)
+            return self._search_vectors(None, k, where, min_score, texts, batch_size)
         else:
             items = list(images)
             check_modality(self.encoder, IMAGE)
@@ -237,12 +242,35 @@ class Collection:
 
         return untune(self)
 
-    def _encode_texts(self, items: list[Any], batch_size: int | None) -> np.ndarray:
+    def _encode_texts(
+        self, items: list[Any], batch_size: int | None, top: Any = False
+    ) -> tuple[np.ndarray, str | None]:
+        """Query vectors of ``items`` and the tuned weights they went through (None: base).
+
+        ``top``: the sha256 of the weights a searched generation uses (a search's retry after
+        a tune landed); by default the newest generation's.
+        """
         check_query_texts(items)
         check_modality(self.encoder, TEXT)
+        encoder, sha = self._text_encoder(top)
         step = max(1, batch_size or self.encoder.batch_size)
-        parts = [self.encoder.encode(items[s : s + step], TEXT) for s in range(0, len(items), step)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+        parts = [encoder.encode(items[s : s + step], TEXT) for s in range(0, len(items), step)]
+        return (np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)), sha
+
+    def _text_encoder(self, top: Any = False) -> tuple[Any, str | None]:
+        """The encoder texts enter this collection's space through: the base one, or after
+        `tune --full` the base one with the tuned top weights (engine.tune.space)."""
+        if top is False:
+            self.view.refresh()
+        current = self.view.top
+        if current is None or top is None:
+            return self.encoder, None
+        from engine.tune.space import TunedEncoder
+
+        tuned = self._tuned
+        if tuned is None or tuned.sha256 != current[0]:
+            tuned = self._tuned = TunedEncoder(self.encoder, current[1], current[0])
+        return tuned, current[0]
 
     def _mode(self, mode: str | None, text_query: bool) -> str:
         """The search mode: keywords take part only for text queries on a keyword index."""
@@ -303,9 +331,16 @@ class Collection:
             )
         self._check_where(where)
         check_query_texts(texts)
-        q = self._encode_texts(texts, batch_size) if mode == "hybrid" else None
+        q, top = self._encode_texts(texts, batch_size) if mode == "hybrid" else (None, None)
+
+        def requery(served: Any) -> np.ndarray | None:
+            """The queries again when a `tune --full` landed since they were encoded."""
+            if q is None or served.top == top:
+                return q
+            return self._encode_texts(texts, batch_size, served.top)[0]
+
         found, docs = hybrid_search.run(
-            self.view, self.planner, self.store, texts, q, k, where, alpha, fusion, min_score
+            self.view, self.planner, self.store, texts, requery, k, where, alpha, fusion, min_score
         )
         return [
             [
@@ -317,12 +352,26 @@ class Collection:
         ]
 
     def _search_vectors(
-        self, q: np.ndarray, k: int, where: dict[str, Any] | None, min_score: Any = None
+        self,
+        q: np.ndarray | None,
+        k: int,
+        where: dict[str, Any] | None,
+        min_score: Any = None,
+        texts: list[str] | None = None,
+        batch_size: int | None = None,
     ) -> list[list[Hit]]:
+        """Search by vectors ``q``, or by ``texts`` encoded in the space of the searched
+        generation (after `tune --full` its tuned encoder's)."""
         check_min_score(min_score)
         self._check_where(where)
+        top: Any = False
+        if texts is not None:
+            q, top = self._encode_texts(texts, batch_size)
         for _ in range(3):
             with self.view.reading() as served:
+                if texts is not None and served.top != top:  # a tune landed meanwhile
+                    q, top = self._encode_texts(texts, batch_size, served.top)
+                assert q is not None
                 # The query enters the space of the generation it searches, never another's.
                 mapped = q if served.head is None else served.head.apply(q)
                 floor = resolve_min_score(min_score, served.manifest)
@@ -512,6 +561,7 @@ class Collection:
             )
             report.skipped.extend(skipped)
             chunk = [chunk[i] for i in encoded]
+            tuned = self._tuned_vectors(m, [it for it, _ in chunk], given, own_vectors)
             rows = [
                 NewRow(
                     m.next_id + j,
@@ -527,7 +577,9 @@ class Collection:
             retire = [live[it.external_id][0] for it, _ in chunk if it.external_id in live]
             report.updated += len(retire)
             report.added += len(rows) - len(retire)
-            m = self.writer.commit(m, Change(rows=rows, vectors=vectors, retire=retire))
+            m = self.writer.commit(
+                m, Change(rows=rows, vectors=vectors, retire=retire, tuned_vectors=tuned)
+            )
             del rows, vectors  # before the next chunk is encoded: one chunk in memory at a time
             m = maintenance.rebuild_if_needed(self.writer, self.store, m)
         if m.changes_since_snapshot >= SNAPSHOT_MIN_CHANGES and not (
@@ -535,6 +587,24 @@ class Collection:
         ):
             # A graph would otherwise be partly rebuilt by every process that opens it next.
             self.writer.commit(m, Change(force_snapshot=True))
+
+    def _tuned_vectors(
+        self, m: Manifest, items: list[_Item], given: Any, own_vectors: bool
+    ) -> np.ndarray | None:
+        """After `tune --full`: the items through the tuned encoder too (None otherwise).
+
+        The base vectors are stored as ever (untune needs them); the tuned ones are what the
+        index holds. Only texts have them: a vector or an image cannot enter a tuned encoder.
+        """
+        if self.view.top is None:
+            return None
+        if (given is not None and not own_vectors) or any(it.modality != TEXT for it in items):
+            raise BadInput(
+                f"collection {m.name!r} is fine-tuned (tune --full) and takes texts only, "
+                f"encoded by its tuned encoder; untune it to add vectors or images"
+            )
+        encoder, _ = self._text_encoder(top=m.tune["encoder"]["sha256"])  # type: ignore[index]
+        return encoder.encode([it.content for it in items], TEXT)
 
     def delete(self, ids: Sequence[Any]) -> int:
         """Remove documents by id; returns how many existed. Unknown ids are not an error.
