@@ -137,9 +137,7 @@ def tune(
         stage1 = after
         fsnap, feats = snapshot_features(encoder, snap, progress)
         fex = examples(fsnap, Features(encoder, col.name))
-        state, more = train_full(
-            encoder, fex, head, seed, full_config or FullConfig(), progress
-        )
+        state, more = train_full(encoder, fex, head, seed, full_config or FullConfig(), progress)
         history += [{**r, "stage": 2} for r in more]
         space = vectors_of(encoder, state.weights)
         fneg = space(encoder.frozen_features(texts)) if texts else None
