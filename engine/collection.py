@@ -148,8 +148,9 @@ class Collection:
 
         ``modality="image"`` keeps only images (a collection of twin towers holds both).
         ``min_score`` drops hits whose similarity is below it; ``"auto"`` is the threshold
-        `tune` calibrated. On a tuned collection ``vector=`` is a vector of the base encoder's
-        space: it goes through the head like an encoded query.
+        `tune` calibrated. On a tuned collection ``vector=`` is a vector of the encoder's
+        space (the base encoder's; after `tune --full` the tuned encoder's): it goes through
+        the head like an encoded query.
         ``mode``: "hybrid" (the default for texts where the collection has a keyword index),
         "vector" or "keyword"; ``alpha`` weighs the vector side of a hybrid search (0..1) and
         ``fusion`` ("score" or "rrf") says how the sides are fused (engine/hybrid.py).
@@ -235,6 +236,13 @@ class Collection:
         from engine.tune.run import tune
 
         return tune(self, **options)
+
+    def export_encoder(self, directory: str | os.PathLike[str]) -> Path:
+        """Write this collection's text query path (encoder as tuned, head) as a SavedModel;
+        see :func:`engine.tune.export.export_text_path`."""
+        from engine.tune.export import export_text_path
+
+        return export_text_path(self, directory)
 
     def untune(self) -> Manifest:
         """Back to the base encoder's space, as a new generation (no re-encoding)."""

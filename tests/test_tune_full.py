@@ -55,6 +55,7 @@ def tuned(tmp_path_factory):
     """A use-multilingual collection after `tune(full=True)`: (collection, report, base space)."""
     from engine import Engine
     from engine.tune.full import FullConfig
+    from engine.tune.train import TuneConfig
 
     home = tmp_path_factory.mktemp("full")
     texts, intents = slice_of("train.csv", 12)
@@ -65,13 +66,27 @@ def tuned(tmp_path_factory):
         metadata=[{"intent": i} for i in intents],
     )
     space = col.manifest.space
-    report = col.tune(
-        label_field="intent",
-        full=True,
-        force=True,
-        seed=0,
-        full_config=FullConfig(epochs=2, min_steps=10, patience=5, top_learning_rate=1e-3),
-    )
+    import engine.tune.run as run
+
+    train_full = run.train_full
+
+    def add_meanwhile(*args, **kwargs):
+        # Another handle adds a document while stage 2 trains (no lock is held then).
+        Engine(home).open("bank").add(texts=["my card is still not here"], ids=["meanwhile"])
+        return train_full(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run, "train_full", add_meanwhile)
+        report = col.tune(
+            label_field="intent",
+            full=True,
+            force=True,
+            seed=0,
+            # Stage 1 stopped early on purpose (two steps), so stage 2 has something to improve
+            # and its weights are kept: the run must show a tuned encoder, not the base one.
+            config=TuneConfig(epochs=1, min_steps=2),
+            full_config=FullConfig(epochs=3, min_steps=10, patience=5),
+        )
     return col, report, space
 
 
@@ -137,6 +152,9 @@ def test_full_tune_switches_encoder_space_and_untune_restores_it(tuned):
     doc = col.get([hit.id])[0]
     expected = float(query_path(col, [query])[0] @ query_path(col, [doc.content])[0])
     assert abs(hit.similarity - expected) < 1e-4
+    # The document added during training entered the new space in the switch.
+    found = col.search("my card is still not here", k=1, mode="vector")[0]
+    assert found.id == "meanwhile" and found.similarity > 0.9999
     # A document added after the tune goes through the tuned weights too.
     col.add(texts=["where is the card you sent me"], ids=["late"], metadata=[{"intent": "x"}])
     late = col.search("where is the card you sent me", k=1, mode="vector")[0]

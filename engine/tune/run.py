@@ -139,9 +139,12 @@ def tune(
         fex = examples(fsnap, Features(encoder, col.name))
         state, more = train_full(encoder, fex, head, seed, full_config or FullConfig(), progress)
         history += [{**r, "stage": 2} for r in more]
-        space = vectors_of(encoder, state.weights)
-        fneg = space(encoder.frozen_features(texts)) if texts else None
-        head, after = state.head, evaluate(state.head, in_space(fex, space), fneg)
+        if any(r["best"] and r["epoch"] > 0 for r in more):
+            space = vectors_of(encoder, state.weights)
+            fneg = space(encoder.frozen_features(texts)) if texts else None
+            head, after = state.head, evaluate(state.head, in_space(fex, space), fneg)
+        else:  # no stage-2 epoch beat the head alone: keep the encoder as it is, no re-encode
+            state = None
     improved = better(after, before)
     report = TuneReport(
         before=before,
@@ -190,6 +193,11 @@ def tune(
             m = commit_head(col, head, record, ex)
         report.committed, report.head, report.generation = True, head.sha256, m.generation
         report.reason = "committed" if improved else "committed (forced)"
+        if encoder is not None and state is None:
+            report.reason += (
+                " the head alone: no epoch of stage 2 beat it on validation, so the encoder "
+                "was left as it is"
+            )
     report.seconds = time.perf_counter() - started
     return report
 
