@@ -51,8 +51,11 @@ def slice_of(name: str, per_intent: int) -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory):
-    """A use-multilingual collection after `tune(full=True)`: (collection, report, base space)."""
+def tuned(tmp_path_factory, fake_site):
+    """A use-multilingual collection after `tune(full=True)`: (collection, report, base space).
+
+    ``fake_site`` first: the default registry this builds must know the fake plugin too, for
+    the CLI tests that run later in the same process."""
     from engine import Engine
     from engine.tune.full import FullConfig
     from engine.tune.train import TuneConfig
@@ -172,7 +175,7 @@ def test_full_tune_switches_encoder_space_and_untune_restores_it(tuned):
     assert not list(col.folder.glob("tune-encoder-*")) and not any((col.folder / "tuned").iterdir())
 
 
-def test_encoders_that_cannot_train_refuse_full_in_one_line(tmp_path):
+def test_encoders_that_cannot_train_refuse_full_in_one_line(tmp_path, fake_site):
     from engine import Engine
 
     eng = Engine(tmp_path)
@@ -192,3 +195,44 @@ def test_encoders_that_cannot_train_refuse_full_in_one_line(tmp_path):
     hub = eng.create("hubbed", encoder="use-multilingual", options={"handle": str(folder)})
     with pytest.raises(BadInput, match="source=hub"):
         hub.tune(label_field="intent", full=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["head-saved", "before-rename", "after-rename"])
+def test_a_crash_in_the_full_tune_commit_leaves_one_consistent_space(tmp_path, fake_site, point):
+    from engine import Engine
+
+    texts, intents = slice_of("train.csv", 12)
+    col = Engine(tmp_path).create("bank", encoder="use-multilingual", index="flat")
+    col.add(
+        texts=texts,
+        ids=[f"d{i}" for i in range(len(texts))],
+        metadata=[{"intent": i} for i in intents],
+    )
+    gen, space = col.manifest.generation, col.manifest.space
+    worker = Path(__file__).parent / "procs" / "tune_worker.py"
+    proc = subprocess.run(
+        [sys.executable, str(worker), str(tmp_path), "bank", point, "full"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == -9, proc.stdout + proc.stderr[-2000:]
+    col = Engine(tmp_path).open("bank")  # as a new process would
+    m = col.manifest
+    tuned = point == "after-rename"
+    assert (m.generation, m.space == space) == (gen + tuned, not tuned)
+    assert ("tuned_top" in m.space) == tuned
+    live = col.store.live_ids(m.generation)
+    found, stored = col.view.load_index().stored_vectors(live[:20])
+    expected = col.view.vectors.get(found)
+    if tuned:
+        expected = col.view.head.apply(col.view.tuned.get(found))
+    assert np.allclose(stored, expected, atol=1e-5)  # the index is wholly in one space
+    # The next writer removes what the killed commit left; the collection works on.
+    col.add(texts=["my card is still not here"], ids=["after"])
+    assert col.search("my card is still not here", k=1, mode="vector")[0].id == "after"
+    weights = [p.name for p in col.folder.glob("tune-encoder-*")]
+    assert weights == ([m.tune["encoder"]["file"]] if tuned else [])
+    logs = {p.name.split("-")[1].split(".")[0] for p in (col.folder / "tuned").iterdir()}
+    assert logs == ({str(m.tune["vectors"]["epoch"])} if tuned else set())
