@@ -50,6 +50,20 @@ def slice_of(name: str, per_intent: int) -> tuple[list[str], list[str]]:
     return texts, intents
 
 
+def bank(home: Path):
+    """A use-multilingual collection of 12 training utterances of each of INTENTS."""
+    from engine import Engine
+
+    texts, intents = slice_of("train.csv", 12)
+    col = Engine(home).create("bank", encoder="use-multilingual", index="flat")
+    col.add(
+        texts=texts,
+        ids=[f"d{i}" for i in range(len(texts))],
+        metadata=[{"intent": i} for i in intents],
+    )
+    return col
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory, fake_site):
     """A use-multilingual collection after `tune(full=True)`: (collection, report, base space).
@@ -61,13 +75,7 @@ def tuned(tmp_path_factory, fake_site):
     from engine.tune.train import TuneConfig
 
     home = tmp_path_factory.mktemp("full")
-    texts, intents = slice_of("train.csv", 12)
-    col = Engine(home).create("bank", encoder="use-multilingual", index="flat")
-    col.add(
-        texts=texts,
-        ids=[f"d{i}" for i in range(len(texts))],
-        metadata=[{"intent": i} for i in intents],
-    )
+    col = bank(home)
     space = col.manifest.space
     import engine.tune.run as run
 
@@ -202,13 +210,7 @@ def test_encoders_that_cannot_train_refuse_full_in_one_line(tmp_path, fake_site)
 def test_a_crash_in_the_full_tune_commit_leaves_one_consistent_space(tmp_path, fake_site, point):
     from engine import Engine
 
-    texts, intents = slice_of("train.csv", 12)
-    col = Engine(tmp_path).create("bank", encoder="use-multilingual", index="flat")
-    col.add(
-        texts=texts,
-        ids=[f"d{i}" for i in range(len(texts))],
-        metadata=[{"intent": i} for i in intents],
-    )
+    col = bank(tmp_path)
     gen, space = col.manifest.generation, col.manifest.space
     worker = Path(__file__).parent / "procs" / "tune_worker.py"
     proc = subprocess.run(
