@@ -16,28 +16,11 @@ from pathlib import Path
 import numpy as np
 
 #: Colour photographs shipped inside scikit-image (no download needed).
-SKIMAGE_COLOUR = (
-    "astronaut",
-    "chelsea",
-    "coffee",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "rocket",
-)
+SKIMAGE_COLOUR = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",
+                  "retina", "rocket")
 #: Greyscale photographs and scans shipped inside scikit-image.
-SKIMAGE_GREY = (
-    "camera",
-    "moon",
-    "coins",
-    "clock",
-    "brick",
-    "grass",
-    "gravel",
-    "page",
-    "text",
-    "cell",
-)
+SKIMAGE_GREY = ("camera", "moon", "coins", "clock", "brick", "grass", "gravel", "page", "text",
+                "cell")
 
 
 def real_photos() -> dict[str, np.ndarray]:
@@ -137,12 +120,8 @@ def write_solid_png(path: Path, width: int, height: int, pixel: bytes = b"\x20\x
 
 
 def _sub_blocks(data: bytes) -> bytes:
-    return (
-        b"".join(
-            bytes([len(data[i : i + 255])]) + data[i : i + 255] for i in range(0, len(data), 255)
-        )
-        + b"\0"
-    )
+    return b"".join(bytes([len(data[i : i + 255])]) + data[i : i + 255]
+                    for i in range(0, len(data), 255)) + b"\0"
 
 
 def solid_gif(width: int, height: int, *, transparent: bool = True) -> bytes:
@@ -179,32 +158,19 @@ def solid_gif(width: int, height: int, *, transparent: bool = True) -> bytes:
     lzw = pack(cycle * 8) * groups + pack(codes_tail)
     palette = bytes([200, 30, 30]) + b"\0" * 765
     control = b"\x21\xf9\x04\x01\0\0\0\0" if transparent else b""
-    return b"".join(
-        (
-            b"GIF89a",
-            struct.pack("<HHBBB", width, height, 0xF7, 0, 0),
-            palette,
-            control,
-            b"\x2c",
-            struct.pack("<HHHHB", 0, 0, width, height, 0),
-            b"\x08",
-            _sub_blocks(lzw),
-            b"\x3b",
-        )
-    )
+    return b"".join((
+        b"GIF89a", struct.pack("<HHBBB", width, height, 0xF7, 0, 0), palette, control,
+        b"\x2c", struct.pack("<HHHHB", 0, 0, width, height, 0), b"\x08", _sub_blocks(lzw),
+        b"\x3b",
+    ))
 
 
 def webp_header(width: int, height: int) -> bytes:
     """A 34-byte lossless WebP declaring ``width`` x ``height``, with no real pixel data."""
     bits = (width - 1) | (height - 1) << 14 | 1 << 28  # alpha hint; version 0
     payload = b"\x2f" + bits.to_bytes(4, "little") + b"\0" * 9
-    return (
-        b"RIFF"
-        + struct.pack("<I", 4 + 8 + len(payload))
-        + b"WEBPVP8L"
-        + struct.pack("<I", len(payload))
-        + payload
-    )
+    return b"RIFF" + struct.pack("<I", 4 + 8 + len(payload)) + b"WEBPVP8L" + struct.pack(
+        "<I", len(payload)) + payload
 
 
 def bmp_header(width: int, height: int, bits: int = 24) -> bytes:
@@ -228,16 +194,8 @@ def progressive_jpeg_header(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-def png_bytes(
-    width: int,
-    height: int,
-    *,
-    depth: int = 8,
-    colour: int = 3,
-    interlace: int = 0,
-    rows: int | None = None,
-    transparent: bool = True,
-) -> bytes:
+def png_bytes(width: int, height: int, *, depth: int = 8, colour: int = 3, interlace: int = 0,
+              rows: int | None = None, transparent: bool = True) -> bytes:
     """A PNG of one colour (palette colour 3 with tRNS, or any other type), rows streamed.
 
     ``rows`` stops the pixel data early: a header-sized file declaring a huge image.
@@ -259,10 +217,5 @@ def png_bytes(
         if transparent:
             extra += chunk(b"tRNS", b"\x00\x80")
     header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + extra
-        + chunk(b"IDAT", idat)
-        + chunk(b"IEND", b"")
-    )
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))

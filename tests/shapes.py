@@ -39,35 +39,17 @@ EN_TEMPLATES = (
     "one {colour} {shape}, placed {where}",
 )
 
-DE_SHAPE = {
-    "circle": ("Kreis", "m"),
-    "square": ("Quadrat", "n"),
-    "triangle": ("Dreieck", "n"),
-    "star": ("Stern", "m"),
-}
-DE_COLOUR = {
-    "red": "rot",
-    "green": "grün",
-    "blue": "blau",
-    "yellow": "gelb",
-    "purple": "lila",
-    "orange": "orange",
-}
+DE_SHAPE = {"circle": ("Kreis", "m"), "square": ("Quadrat", "n"), "triangle": ("Dreieck", "n"),
+            "star": ("Stern", "m")}
+DE_COLOUR = {"red": "rot", "green": "grün", "blue": "blau", "yellow": "gelb", "purple": "lila",
+             "orange": "orange"}
 DE_POSITION = {"left": "links", "middle": "in der Mitte", "right": "rechts"}
-DE_TEMPLATES = (
-    "{article} {adjective} {shape} {where}",
-    "{where_cap} ist {article} {adjective} {shape}",
-)
+DE_TEMPLATES = ("{article} {adjective} {shape} {where}",
+                "{where_cap} ist {article} {adjective} {shape}")
 
 JA_SHAPE = {"circle": "円", "square": "四角形", "triangle": "三角形", "star": "星"}
-JA_COLOUR = {
-    "red": "赤い",
-    "green": "緑の",
-    "blue": "青い",
-    "yellow": "黄色い",
-    "purple": "紫の",
-    "orange": "オレンジ色の",
-}
+JA_COLOUR = {"red": "赤い", "green": "緑の", "blue": "青い", "yellow": "黄色い", "purple": "紫の",
+             "orange": "オレンジ色の"}
 JA_POSITION = {"left": "左側", "middle": "真ん中", "right": "右側"}
 JA_TEMPLATES = ("{where}に{colour}{shape}", "{colour}{shape}が{where}にある")
 
@@ -87,13 +69,8 @@ def english(scene: Scene, variant: int) -> str:
     where = EN_POSITION[scene.position]
     template = EN_TEMPLATES[variant % len(EN_TEMPLATES)]
     article = "an" if scene.colour[0] in "aeiou" else "a"
-    return template.format(
-        a=article,
-        colour=scene.colour,
-        shape=scene.shape,
-        where=where,
-        where_cap=where[0].upper() + where[1:],
-    )
+    return template.format(a=article, colour=scene.colour, shape=scene.shape, where=where,
+                           where_cap=where[0].upper() + where[1:])
 
 
 def german(scene: Scene, variant: int = 0) -> str:
@@ -103,22 +80,14 @@ def german(scene: Scene, variant: int = 0) -> str:
     ending = "" if stem == "lila" else ("er" if gender == "m" else "es")
     where = DE_POSITION[scene.position]
     template = DE_TEMPLATES[variant % len(DE_TEMPLATES)]
-    return template.format(
-        article="ein",
-        adjective=stem + ending,
-        shape=noun,
-        where=where,
-        where_cap=where[0].upper() + where[1:],
-    )
+    return template.format(article="ein", adjective=stem + ending, shape=noun, where=where,
+                           where_cap=where[0].upper() + where[1:])
 
 
 def japanese(scene: Scene, variant: int = 0) -> str:
     template = JA_TEMPLATES[variant % len(JA_TEMPLATES)]
-    return template.format(
-        where=JA_POSITION[scene.position],
-        colour=JA_COLOUR[scene.colour],
-        shape=JA_SHAPE[scene.shape],
-    )
+    return template.format(where=JA_POSITION[scene.position], colour=JA_COLOUR[scene.colour],
+                           shape=JA_SHAPE[scene.shape])
 
 
 def render(scene: Scene, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
@@ -135,10 +104,8 @@ def render(scene: Scene, rng: np.random.Generator, size: int = SIZE) -> np.ndarr
     column = POSITIONS.index(scene.position)
     cx = (column + 0.5) / 3 * big + rng.uniform(-0.05, 0.05) * big
     cy = rng.uniform(0.3, 0.7) * big
-    colour = tuple(
-        int(c)
-        for c in np.clip(np.array(COLOURS[scene.colour]) + rng.integers(-20, 21, size=3), 0, 255)
-    )
+    colour = tuple(int(c) for c in np.clip(np.array(COLOURS[scene.colour]) + rng.integers(
+        -20, 21, size=3), 0, 255))
     if scene.shape == "circle":
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=colour)
     elif scene.shape == "square":
@@ -153,10 +120,8 @@ def render(scene: Scene, rng: np.random.Generator, size: int = SIZE) -> np.ndarr
 
 def _regular(cx: float, cy: float, r: float, n: int, rng: np.random.Generator) -> list:
     start = -np.pi / 2 + rng.uniform(-0.15, 0.15)
-    return [
-        (cx + r * np.cos(start + 2 * np.pi * k / n), cy + r * np.sin(start + 2 * np.pi * k / n))
-        for k in range(n)
-    ]
+    return [(cx + r * np.cos(start + 2 * np.pi * k / n), cy + r * np.sin(start + 2 * np.pi * k / n))
+            for k in range(n)]
 
 
 def _star(cx: float, cy: float, r: float, rng: np.random.Generator) -> list:
@@ -193,11 +158,8 @@ def write_set(folder: Path, n: int, seed: int, name: str = "pairs") -> dict[str,
         relative = f"images/{name}-{i:05d}.png"
         Image.fromarray(render(scene, rng)).save(folder / relative, compress_level=1)
         variant = int(rng.integers(1 << 30))
-        captions = {
-            "en": english(scene, variant),
-            "de": german(scene, variant),
-            "ja": japanese(scene, variant),
-        }
+        captions = {"en": english(scene, variant), "de": german(scene, variant),
+                    "ja": japanese(scene, variant)}
         for lang, caption in captions.items():
             record = {"image": relative, "text": caption, "group": scene.group}
             lines[lang].append(json.dumps(record, ensure_ascii=False))

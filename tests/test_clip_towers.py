@@ -39,41 +39,19 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (folder / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     with files["en"].open("a", encoding="utf-8") as f:
         for image in ("images/missing.png", "images/broken.png"):
-            f.write(
-                json.dumps(
-                    {"image": image, "text": "a red circle on the left", "group": "red-circle-left"}
-                )
-                + "\n"
-            )
-    return {
-        "train": files["en"],
-        **{f"test.{k}": v for k, v in held.items()},
-        "cache": folder / "cache",
-        "root": folder,
-    }
+            f.write(json.dumps({"image": image, "text": "a red circle on the left",
+                                "group": "red-circle-left"}) + "\n")
+    return {"train": files["en"], **{f"test.{k}": v for k, v in held.items()},
+            "cache": folder / "cache", "root": folder}
 
 
 @pytest.fixture(scope="module")
 def trained(dataset: dict[str, Path]) -> tuple[Path, dict, str]:
     out = dataset["root"] / "towers"
     stdout, stderr = run_cli(
-        "towers",
-        "train",
-        str(dataset["train"]),
-        "--out",
-        str(out),
-        "--group-field",
-        "group",
-        "--image-size",
-        SIZE,
-        "--epochs",
-        "6",
-        "--fine-tune-epochs",
-        "1",
-        "--cache-dir",
-        str(dataset["cache"]),
-        "--no-progress",
-        "--json",
+        "towers", "train", str(dataset["train"]), "--out", str(out), "--group-field", "group",
+        "--image-size", SIZE, "--epochs", "6", "--fine-tune-epochs", "1",
+        "--cache-dir", str(dataset["cache"]), "--no-progress", "--json",
     )
     return out, json.loads(stdout.strip().splitlines()[-1]), stderr
 
@@ -99,15 +77,8 @@ def test_training_skips_missing_and_corrupt_images_and_says_why(trained) -> None
 
 
 def test_held_out_english_recall_at_1_is_at_least_0_8_both_ways(trained, dataset) -> None:
-    stdout, _ = run_cli(
-        "towers",
-        "eval",
-        str(trained[0]),
-        str(dataset["test.en"]),
-        "--group-field",
-        "group",
-        "--json",
-    )
+    stdout, _ = run_cli("towers", "eval", str(trained[0]), str(dataset["test.en"]),
+                        "--group-field", "group", "--json")
     recall = json.loads(stdout)["recall"]
     assert recall["text_to_image"]["@1"] >= 0.8, recall
     assert recall["image_to_text"]["@1"] >= 0.8, recall
@@ -115,9 +86,8 @@ def test_held_out_english_recall_at_1_is_at_least_0_8_both_ways(trained, dataset
 
 
 @pytest.mark.parametrize("language", ["de", "ja"])
-def test_towers_trained_on_english_answer_german_and_japanese(
-    encoder, dataset, language: str
-) -> None:
+def test_towers_trained_on_english_answer_german_and_japanese(encoder, dataset,
+                                                              language: str) -> None:
     from plugins.clip_towers.evaluate import evaluate_towers
 
     report = evaluate_towers(encoder, dataset[f"test.{language}"], group_field="group")
@@ -126,9 +96,8 @@ def test_towers_trained_on_english_answer_german_and_japanese(
     assert report.recall["image_to_text"][1] >= 0.6, report.recall
 
 
-def test_exported_towers_work_with_hub_keras_layer_and_as_two_handles(
-    trained, encoder, dataset
-) -> None:
+def test_exported_towers_work_with_hub_keras_layer_and_as_two_handles(trained, encoder,
+                                                                       dataset) -> None:
     import tensorflow as tf
     import tensorflow_hub as hub
     import tensorflow_text  # noqa: F401 - the text tower tokenises in-graph
@@ -148,9 +117,8 @@ def test_exported_towers_work_with_hub_keras_layer_and_as_two_handles(
     layer_image = hub.KerasLayer(str(out / "image"))(tf.constant(pixels)).numpy()
     np.testing.assert_allclose(layer_image, ours, atol=1e-5)
 
-    handles = ClipTowersEncoder(
-        text=str(out / "text"), image=str(out / "image"), image_size=shapes.SIZE
-    )
+    handles = ClipTowersEncoder(text=str(out / "text"), image=str(out / "image"),
+                                image_size=shapes.SIZE)
     assert handles.dim == encoder.dim
     assert handles.fingerprint == encoder.fingerprint  # same towers, same space
     np.testing.assert_allclose(handles.encode([image_path], "image"), ours, atol=1e-5)
@@ -160,34 +128,25 @@ def test_one_collection_holds_texts_and_images_and_each_finds_the_other(
     engine, trained, dataset
 ) -> None:
     col = engine.create("shop", encoder="clip-towers", options={"towers": str(trained[0])})
-    every = [
-        shapes.Scene(s, c, p)
-        for s in shapes.SHAPES
-        for c in shapes.COLOURS
-        for p in shapes.POSITIONS
-    ]
+    every = [shapes.Scene(s, c, p) for s in shapes.SHAPES for c in shapes.COLOURS
+             for p in shapes.POSITIONS]
     col.add(texts=[shapes.english(s, 0) for s in every], ids=[s.group for s in every])
     rows = [json.loads(line) for line in dataset["test.en"].read_text().splitlines()[:100]]
     paths = [dataset["root"] / r["image"] for r in rows]
-    report = col.add(
-        images=paths,
-        ids=[f"photo-{i}" for i in range(len(rows))],
-        metadata=[{"group": r["group"]} for r in rows],
-    )
+    report = col.add(images=paths, ids=[f"photo-{i}" for i in range(len(rows))],
+                     metadata=[{"group": r["group"]} for r in rows])
     assert report.added == len(rows)
 
     def first(hits, modality):
         return next(h for h in hits if h.modality == modality)
 
     asked = rows[:20]
-    text_hits = [first(col.search(shapes.german(_scene(r["group"])), k=10), "image") for r in asked]
-    assert (
-        np.mean([h.metadata["group"] == r["group"] for h, r in zip(text_hits, asked, strict=True)])
-        >= 0.8
-    )
-    image_hits = [
-        first(col.search(image=dataset["root"] / r["image"], k=20), "text") for r in asked
-    ]
+    text_hits = [first(col.search(shapes.german(_scene(r["group"])), k=10), "image")
+                 for r in asked]
+    assert np.mean([h.metadata["group"] == r["group"]
+                    for h, r in zip(text_hits, asked, strict=True)]) >= 0.8
+    image_hits = [first(col.search(image=dataset["root"] / r["image"], k=20), "text")
+                  for r in asked]
     assert np.mean([h.id == r["group"] for h, r in zip(image_hits, asked, strict=True)]) >= 0.8
 
 
@@ -196,20 +155,8 @@ def test_rerun_reads_cached_features_and_retrained_towers_are_another_space(
 ) -> None:
     retrained = dataset["root"] / "towers-2"
     stdout, _ = run_cli(
-        "towers",
-        "train",
-        str(dataset["train"]),
-        "--out",
-        str(retrained),
-        "--image-size",
-        SIZE,
-        "--epochs",
-        "1",
-        "--seed",
-        "1",
-        "--cache-dir",
-        str(dataset["cache"]),
-        "--no-progress",
+        "towers", "train", str(dataset["train"]), "--out", str(retrained), "--image-size", SIZE,
+        "--epochs", "1", "--seed", "1", "--cache-dir", str(dataset["cache"]), "--no-progress",
         "--json",
     )
     report = json.loads(stdout.strip().splitlines()[-1])

@@ -38,15 +38,13 @@ def save_text_tower(folder: Path) -> Path:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def __call__(self, texts):
             lower = tf.strings.lower(texts)
-            hits = [
-                tf.cast(tf.strings.regex_full_match(lower, f".*{c}.*"), tf.float32) for c in COLOURS
-            ]
+            hits = [tf.cast(tf.strings.regex_full_match(lower, f".*{c}.*"), tf.float32)
+                    for c in COLOURS]
             return tf.stack(hits, axis=1) + 0.01
 
     tower = Text()
-    tf.saved_model.save(
-        tower, str(folder), signatures={"serving_default": tower.__call__.get_concrete_function()}
-    )
+    tf.saved_model.save(tower, str(folder),
+                        signatures={"serving_default": tower.__call__.get_concrete_function()})
     return folder
 
 
@@ -61,9 +59,8 @@ def save_image_tower(folder: Path, width: int = 3) -> Path:
             return tf.pad(stand_out, [[0, 0], [0, width - 3]])
 
     tower = Images()
-    tf.saved_model.save(
-        tower, str(folder), signatures={"serving_default": tower.__call__.get_concrete_function()}
-    )
+    tf.saved_model.save(tower, str(folder),
+                        signatures={"serving_default": tower.__call__.get_concrete_function()})
     return folder
 
 
@@ -81,19 +78,15 @@ def external(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         canvas = np.full((90, 60, 3), 128, dtype=np.uint8)
         canvas[10:80, 5:55] = rgb
         Image.fromarray(canvas).save(photos / f"{name}.png")
-    return {
-        "towers": towers,
-        "photos": photos,
-        "wide_image": save_image_tower(root / "image4", width=4),
-    }
+    return {"towers": towers, "photos": photos,
+            "wide_image": save_image_tower(root / "image4", width=4)}
 
 
-def test_external_uint8_towers_search_texts_and_images_in_one_collection(engine, external) -> None:
+def test_external_uint8_towers_search_texts_and_images_in_one_collection(engine,
+                                                                         external) -> None:
     col = engine.create("desk", encoder="clip-towers", options={"towers": str(external["towers"])})
-    col.add(
-        texts=["Red apples are sold out", "The green leaf logo", "Blue sky wallpaper"],
-        ids=["faq-red", "faq-green", "faq-blue"],
-    )
+    col.add(texts=["Red apples are sold out", "The green leaf logo", "Blue sky wallpaper"],
+            ids=["faq-red", "faq-green", "faq-blue"])
     col.add(images=sorted(external["photos"].glob("*.png")), ids=["blue", "green", "red"])
     hits = col.search("my red thing", k=6)
     assert next(h for h in hits if h.modality == "image").id == "red"
@@ -103,23 +96,16 @@ def test_external_uint8_towers_search_texts_and_images_in_one_collection(engine,
 
 def test_two_handles_describe_the_same_space_as_the_folder(external) -> None:
     folder = ClipTowersEncoder(towers=str(external["towers"]))
-    handles = ClipTowersEncoder(
-        text=str(external["towers"] / "text"),
-        image=str(external["towers"] / "image"),
-        image_input="uint8",
-        image_size=SIZE,
-    )
+    handles = ClipTowersEncoder(text=str(external["towers"] / "text"),
+                                image=str(external["towers"] / "image"),
+                                image_input="uint8", image_size=SIZE)
     assert handles.dim == 3  # read from the saved signatures, nothing embedded to find it
     assert handles.fingerprint == folder.fingerprint
     image = external["photos"] / "green.png"
     np.testing.assert_allclose(handles.encode([image], "image"), folder.encode([image], "image"))
-    other = ClipTowersEncoder(
-        text=str(external["towers"] / "text"),
-        image=str(external["towers"] / "image"),
-        image_input="uint8",
-        image_size=SIZE,
-        resize="centre-crop",
-    )
+    other = ClipTowersEncoder(text=str(external["towers"] / "text"),
+                              image=str(external["towers"] / "image"),
+                              image_input="uint8", image_size=SIZE, resize="centre-crop")
     assert other.fingerprint != folder.fingerprint  # other preprocessing, other space
 
 
@@ -154,9 +140,8 @@ def test_options_that_conflict_or_drift_are_refused(external) -> None:
     with pytest.raises(BadInput, match="both -o text=HANDLE and -o image=HANDLE"):
         ClipTowersEncoder(text=towers + "/text")
     with pytest.raises(BadInput, match="not pinned"):
-        ClipTowersEncoder(
-            text="https://tfhub.dev/some/text-tower", image="https://tfhub.dev/some/image-tower/1"
-        )
+        ClipTowersEncoder(text="https://tfhub.dev/some/text-tower",
+                          image="https://tfhub.dev/some/image-tower/1")
     with pytest.raises(BadInput, match=r"towers\.json: missing"):
         ClipTowersEncoder(towers=towers + "/text")
     with pytest.raises(BadInput, match="image input must be one of"):
@@ -180,27 +165,14 @@ def test_too_few_usable_pairs_stop_with_one_clear_line(tmp_path: Path, external)
     lines += [{"image": f"photos/gone-{i}.png", "text": "lost"} for i in range(14)]
     pairs = external["photos"].parent / "few.jsonl"
     pairs.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    result = CliRunner().invoke(
-        cli,
-        [
-            "towers",
-            "train",
-            str(pairs),
-            "--out",
-            str(tmp_path / "t"),
-            "--image-size",
-            "64",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--no-progress",
-        ],
-    )
+    result = CliRunner().invoke(cli, [
+        "towers", "train", str(pairs), "--out", str(tmp_path / "t"), "--image-size", "64",
+        "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+    ])
     assert result.exit_code == 1
     error = result.stderr.strip().splitlines()[-1]
-    assert error == (
-        "Error: " + str(pairs) + ": only 21 usable pairs (14 skipped); training "
-        "needs at least 32 image-caption pairs"
-    )
+    assert error == ("Error: " + str(pairs) + ": only 21 usable pairs (14 skipped); training "
+                     "needs at least 32 image-caption pairs")
     assert result.stderr.count("skipped few.jsonl:") == 14
     assert not (tmp_path / "t").exists()
 
@@ -228,9 +200,8 @@ def test_recall_counts_any_candidate_sharing_the_query_group() -> None:
     # Candidate 0 is the closest to every query; it shows groups 0 and 2, not 1.
     candidates = np.array([[1, 1, 1], [0, 0.5, 0], [0, 0, 0.5]], dtype=np.float32)
     groups = [frozenset({0}), frozenset({1}), frozenset({2})]
-    recall = recall_at_k(
-        queries, candidates, groups, [frozenset({0, 2}), frozenset({1}), frozenset({2})], ks=(1, 2)
-    )
+    recall = recall_at_k(queries, candidates, groups,
+                         [frozenset({0, 2}), frozenset({1}), frozenset({2})], ks=(1, 2))
     assert recall == {1: 2 / 3, 2: 1.0}
 
 
@@ -261,13 +232,8 @@ def test_mixed_precision_heads_train_and_give_float32() -> None:
         images=np.arange(n, dtype=np.int64),
     )
     heads = build_heads((3, 3, 16), 12, 8, mixed_precision=True)
-    trainer = Trainer(
-        heads,
-        top=_NoTop(),
-        config=FitConfig(epochs=2, batch_size=32),
-        progress=False,
-        mixed_precision=True,
-    )
+    trainer = Trainer(heads, top=_NoTop(), config=FitConfig(epochs=2, batch_size=32),
+                      progress=False, mixed_precision=True)
     result = trainer.fit(split, split)
     assert result.mixed_precision and len(result.history) == 2
     assert all(np.isfinite(r["loss"]) for r in result.history)
@@ -294,9 +260,7 @@ class _NoTop:
 def test_towers_help_teaches_by_example(command: list[str]) -> None:
     result = CliRunner().invoke(cli, ["towers", *command, "--help"], prog_name="hubsearch")
     assert result.exit_code == 0 and result.output.startswith(
-        "Usage: hubsearch towers" + "".join(f" {c}" for c in command)
-    )
-    examples = [
-        line.strip() for line in result.output.splitlines() if line.startswith("  hubsearch ")
-    ]
+        "Usage: hubsearch towers" + "".join(f" {c}" for c in command))
+    examples = [line.strip() for line in result.output.splitlines()
+                if line.startswith("  hubsearch ")]
     assert examples and all(e.startswith("hubsearch towers") for e in examples)

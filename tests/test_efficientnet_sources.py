@@ -58,9 +58,7 @@ def test_well_known_hub_handles_know_their_input_size_and_width() -> None:
     v1 = "https://tfhub.dev/tensorflow/efficientnet/b3/feature-vector/1"
     kaggle = "https://www.kaggle.com/models/"
     assert known_hub_model(kaggle + "tensorflow/efficientnet/TensorFlow2/b7-feature-vector/1") == (
-        600,
-        2560,
-    )
+        600, 2560)
     assert known_hub_model(
         "https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet21k_s/feature_vector/2"
     ) == (384, 1280)

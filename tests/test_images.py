@@ -125,10 +125,8 @@ def make_bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
     photo = jpeg_bytes(np.asarray(halves(256, 256)))
     files = {
         "truncated": (photo[: len(photo) // 2], "truncated"),
-        "corrupt": (
-            bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8)),
-            "not an image",
-        ),
+        "corrupt": (bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8)),
+                    "not an image"),
         "empty": (b"", "empty"),
         "text": (b"hello, this is not a picture\n" * 20, "not an image"),
         "bad-body": (photo[:600] + b"\x00" * 3000, "image data"),
@@ -152,14 +150,15 @@ def test_bad_files_raise_bad_input_naming_the_path_and_reason(tmp_path: Path) ->
 
 def test_iter_images_keeps_order_and_reports_bad_files_without_stopping(tmp_path: Path) -> None:
     bad = make_bad_files(tmp_path)
-    good = [
-        save(Image.new("RGB", (16, 16), (i * 40, 0, 0)), tmp_path / f"ok{i}.png") for i in range(5)
-    ]
+    good = [save(Image.new("RGB", (16, 16), (i * 40, 0, 0)), tmp_path / f"ok{i}.png")
+            for i in range(5)]
     paths = [good[0], bad["truncated"][0], good[1], bad["empty"][0], *good[2:], bad["text"][0]]
     results = list(iter_images(paths, workers=3, prefetch=2))
     assert [r.path for r in results] == paths
-    assert [r.error is None for r in results] == [True, False, True, False, True, True, True, False]
-    assert [int(r.array[0, 0, 0]) for r in results if r.array is not None] == [0, 40, 80, 120, 160]
+    assert [r.error is None for r in results] == [True, False, True, False, True, True, True,
+                                                  False]
+    assert [int(r.array[0, 0, 0]) for r in results if r.array is not None] == [0, 40, 80, 120,
+                                                                                 160]
     assert results[1].error.startswith("truncated image data")
     assert results[3].error == f"{bad['empty'][0]} is an empty file"
 
@@ -194,14 +193,8 @@ def test_expand_image_paths_walks_folders_and_globs_sorted_and_unique(tmp_path: 
     (tmp_path / "a" / "deep").mkdir(parents=True)
     for rel in ["a/x.JPG", "a/deep/y.png", "a/deep/z.webp", "a/notes.txt", "b.gif", "c.bmp"]:
         (tmp_path / rel).write_bytes(b"x")
-    found = expand_image_paths(
-        [
-            tmp_path / "a",
-            str(tmp_path / "*.gif"),
-            tmp_path / "a/x.JPG",
-            str(tmp_path / "**" / "*.png"),
-        ]
-    )
+    found = expand_image_paths([tmp_path / "a", str(tmp_path / "*.gif"), tmp_path / "a/x.JPG",
+                                str(tmp_path / "**" / "*.png")])
     names = [p.relative_to(tmp_path).as_posix() for p in found]
     assert names == sorted(names) == ["a/deep/y.png", "a/deep/z.webp", "a/x.JPG", "b.gif"]
     assert all(p.is_absolute() for p in found)
@@ -253,11 +246,7 @@ def test_a_20000_pixel_image_is_downscaled_without_exhausting_memory(tmp_path: P
     write_solid_png(png, 20_000, 20_000, pixel=b"\x60")  # 400 MB if decoded whole
     run = subprocess.run(
         [sys.executable, "-c", _MEASURE, str(jpeg), str(png)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        check=True,
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=True,
     )
     out = json.loads(run.stdout)
     assert out[str(jpeg)][:3] == [[500, 500, 3], 128, 128]
@@ -303,10 +292,7 @@ def decode_in_fresh_process(mode: str, *paths: Path) -> dict:
     """Decodes ``paths`` in a new interpreter; its own peak RSS (VmHWM) shows the cost."""
     run = subprocess.run(
         [sys.executable, "-c", _DECODE_IN_FRESH_PROCESS, mode, *map(str, paths)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
+        capture_output=True, text=True, cwd=REPO, timeout=120,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     out = json.loads(run.stdout)

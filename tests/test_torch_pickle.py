@@ -83,9 +83,8 @@ def fake_torch(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
         setattr(torch, name, type(name, (), {"__module__": "torch"}))
     monkeypatch.setitem(sys.modules, "torch", torch)
     monkeypatch.setitem(sys.modules, "torch._utils", utils)
-    return types.SimpleNamespace(
-        rebuild=_rebuild_tensor_v2, FloatStorage=torch.FloatStorage, LongStorage=torch.LongStorage
-    )
+    return types.SimpleNamespace(rebuild=_rebuild_tensor_v2, FloatStorage=torch.FloatStorage,
+                                 LongStorage=torch.LongStorage)
 
 
 def test_reads_the_bundled_lite0_weights_without_torch() -> None:
@@ -136,15 +135,8 @@ class _Attack:
         _Attack(np.save, "{marker}", np.zeros(1)),
         _Attack(collections.namedtuple, "T", "a"),
     ],
-    ids=[
-        "os.system",
-        "builtins.eval",
-        "builtins.exec",
-        "builtins.getattr",
-        "pathlib",
-        "numpy.save",
-        "collections.namedtuple",
-    ],
+    ids=["os.system", "builtins.eval", "builtins.exec", "builtins.getattr", "pathlib",
+         "numpy.save", "collections.namedtuple"],
 )
 def test_a_pickle_naming_any_other_callable_is_refused_before_it_runs(
     tmp_path: Path, fake_torch, attack: _Attack
@@ -243,13 +235,8 @@ def _build_on_global(module: str, name: str, state: object) -> bytes:
         ("torch._utils", "_rebuild_tensor_v2", {"poisoned": True}),
         ("collections", "OrderedDict", {"poisoned": True}),
     ],
-    ids=[
-        "FloatStorage-dict",
-        "LongStorage-slots",
-        "rebuild-defaults",
-        "rebuild-dict",
-        "OrderedDict-class",
-    ],
+    ids=["FloatStorage-dict", "LongStorage-slots", "rebuild-defaults", "rebuild-dict",
+         "OrderedDict-class"],
 )
 def test_build_cannot_change_the_shared_stand_ins(
     tmp_path: Path, module: str, name: str, state: object
