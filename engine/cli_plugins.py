@@ -81,21 +81,39 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
 
 
 @click.command(name="export-encoder")
-@click.argument("encoder")
-@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("target", nargs=-1, metavar="[ENCODER] DIRECTORY")
+@click.option(
+    "--collection",
+    default=None,
+    help="Export this collection's query path instead: its encoder as tuned, and its head.",
+)
 @key_values("Encoder option. Repeatable.")
 @click.pass_context
 def export_encoder(
-    ctx: click.Context, encoder: str, directory: str, options: tuple[str, ...]
+    ctx: click.Context, target: tuple[str, ...], collection: str | None, options: tuple[str, ...]
 ) -> None:
-    """Write ENCODER as a TensorFlow SavedModel that anyone can load with TF Hub.
+    """Write ENCODER (or a tuned collection's text path) as a TensorFlow SavedModel.
 
     \b
     hubsearch export-encoder use-multilingual ./usem3-savedmodel
-    python -c "import tensorflow_hub as hub; m = hub.load('./usem3-savedmodel')"
+    hubsearch export-encoder --collection faq ./faq-encoder
+    python -c "import tensorflow_text, tensorflow_hub as hub; m = hub.KerasLayer('./faq-encoder')"
     """
     from engine.errors import BadInput
 
+    if collection is not None:
+        if len(target) != 1 or options:
+            raise BadInput("export-encoder --collection NAME takes one DIRECTORY and no -o")
+        from engine.tune.export import export_text_path
+
+        col = engine_for(ctx).open(collection)
+        prepare_encoder(col.encoder)
+        export_text_path(col, Path(target[0]))
+        click.echo(f"exported the text path of collection {collection} to {target[0]}")
+        return
+    if len(target) != 2:
+        raise BadInput("export-encoder takes ENCODER DIRECTORY (or --collection NAME DIRECTORY)")
+    encoder, directory = target
     enc = engine_for(ctx).build_encoder(encoder, parse_options(options, "-o"))
     prepare_encoder(enc)
     if not hasattr(enc, "export"):

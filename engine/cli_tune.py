@@ -47,6 +47,11 @@ def min_score_value(value: str | None) -> float | str | None:
     default=None,
     help="Texts that must find no answer (JSONL with --query-field, or one per line).",
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Stage 2 too: fine-tune the top of the encoder, then re-encode the collection.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes a run repeatable.")
 @click.option("--dry-run", is_flag=True, help="Train and report; commit nothing.")
 @click.option("--force", is_flag=True, help="Commit even if validation does not improve.")
@@ -62,6 +67,7 @@ def tune(
     query_field: str,
     id_field: str,
     negatives: str | None,
+    full: bool,
     seed: int,
     dry_run: bool,
     force: bool,
@@ -75,6 +81,7 @@ def tune(
     hubsearch tune faq --label-field intent
     hubsearch tune faq --pairs log.jsonl --query-field question --id-field doc
     hubsearch tune faq --label-field intent --negatives out-of-scope.txt --dry-run
+    hubsearch tune faq --label-field intent --full
     hubsearch tune faq --reset
     Then: hubsearch search faq "..." --min-score auto, or hubsearch answer faq "...".
     """
@@ -82,8 +89,8 @@ def tune(
 
     col = _engine(ctx).open(name)
     if reset:
-        if label_field or pairs:
-            raise BadInput("--reset takes no --label-field or --pairs")
+        if label_field or pairs or full:
+            raise BadInput("--reset takes no --label-field, --pairs or --full")
         before = col.manifest.generation
         m = col.untune()
         done = m.generation != before
@@ -103,6 +110,7 @@ def tune(
         seed=seed,
         dry_run=dry_run,
         force=force,
+        full=full,
         progress=sys.stderr.isatty() if progress is None else progress,
     )
     if as_json:
@@ -126,10 +134,17 @@ def show_tune_report(report: Any) -> None:
         f"validate on, {report.negatives} negatives; best epoch {report.best_epoch} of "
         f"{report.epochs}, {report.seconds:.1f} s"
     )
-    click.echo(f"{'validation':<20}{'base':>10}{'tuned':>10}")
+    stage1 = report.stage1
+    if stage1 is None:
+        click.echo(f"{'validation':<20}{'base':>10}{'tuned':>10}")
+    else:
+        click.echo(f"{'validation':<20}{'base':>10}{'head':>10}{'--full':>10}")
     for label, key in rows:
         if key in report.before:
-            click.echo(f"{label:<20}{report.before[key]:>10.4f}{report.after[key]:>10.4f}")
+            middle = "" if stage1 is None else f"{stage1[key]:>10.4f}"
+            click.echo(
+                f"{label:<20}{report.before[key]:>10.4f}{middle}{report.after[key]:>10.4f}"
+            )
     click.echo(report.reason)
 
 

@@ -111,6 +111,7 @@ class Collection:
         self.planner = Planner(self.store)
         self.writer = Writer(folder, self.store, self.view, lock_timeout)
         self.recall = RecallKeeper(self.view, self.writer)
+        self._tuned: Any = None  # the TunedEncoder of a `tune --full` space, by weights
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -149,8 +150,9 @@ class Collection:
 
         ``modality="image"`` keeps only images (a collection of twin towers holds both).
         ``min_score`` drops hits whose similarity is below it; ``"auto"`` is the threshold
-        `tune` calibrated. On a tuned collection ``vector=`` is a vector of the base encoder's
-        space: it goes through the head like an encoded query.
+        `tune` calibrated. On a tuned collection ``vector=`` is a vector of the encoder's
+        space (the base encoder's; after `tune --full` the tuned encoder's): it goes through
+        the head like an encoded query.
         ``mode``: "hybrid" (the default for texts where the collection has a keyword index),
         "vector" or "keyword"; ``alpha`` weighs the vector side of a hybrid search (0..1) and
         ``fusion`` ("score" or "rrf") says how the sides are fused (engine/hybrid.py).
@@ -164,6 +166,8 @@ class Collection:
             if not isinstance(query, str) or not query.strip():
                 raise BadInput("query: text is empty")
             return self._search_texts([query], k, where, mode, alpha, fusion, None, min_score)[0]
+        if query is not None:
+            return self._search_vectors(None, k, where, min_score, texts=[query])[0]
         q = self._query_vector(query, image, vector)
         return self._search_vectors(q[None, :], k, where, min_score)[0]
 
@@ -194,7 +198,9 @@ class Collection:
         if vectors is not None:
             q = validate_vectors(vectors, self.dim, "vectors")
         elif queries is not None:
-            q = self._encode_texts(list(queries), batch_size)
+            texts = list(queries)
+            check_query_texts(texts)
+            return self._search_vectors(None, k, where, min_score, texts, batch_size)
         else:
             items = list(images)
             check_modality(self.encoder, IMAGE)
@@ -235,6 +241,13 @@ class Collection:
         self.recall.poke()  # a new space: a new index to measure
         return result
 
+    def export_encoder(self, directory: str | os.PathLike[str]) -> Path:
+        """Write this collection's text query path (encoder as tuned, head) as a SavedModel;
+        see :func:`engine.tune.export.export_text_path`."""
+        from engine.tune.export import export_text_path
+
+        return export_text_path(self, directory)
+
     def untune(self) -> Manifest:
         """Back to the base encoder's space, as a new generation (no re-encoding)."""
         from engine.tune.run import untune
@@ -243,12 +256,35 @@ class Collection:
         self.recall.poke()
         return result
 
-    def _encode_texts(self, items: list[Any], batch_size: int | None) -> np.ndarray:
+    def _encode_texts(
+        self, items: list[Any], batch_size: int | None, top: Any = False
+    ) -> tuple[np.ndarray, str | None]:
+        """Query vectors of ``items`` and the tuned weights they went through (None: base).
+
+        ``top``: the sha256 of the weights a searched generation uses (a search's retry after
+        a tune landed); by default the newest generation's.
+        """
         check_query_texts(items)
         check_modality(self.encoder, TEXT)
+        encoder, sha = self._text_encoder(top)
         step = max(1, batch_size or self.encoder.batch_size)
-        parts = [self.encoder.encode(items[s : s + step], TEXT) for s in range(0, len(items), step)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+        parts = [encoder.encode(items[s : s + step], TEXT) for s in range(0, len(items), step)]
+        return (np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)), sha
+
+    def _text_encoder(self, top: Any = False) -> tuple[Any, str | None]:
+        """The encoder texts enter this collection's space through: the base one, or after
+        `tune --full` the base one with the tuned top weights (engine.tune.space)."""
+        if top is False:
+            self.view.refresh()
+        current = self.view.top
+        if current is None or top is None:
+            return self.encoder, None
+        from engine.tune.space import TunedEncoder
+
+        tuned = self._tuned
+        if tuned is None or tuned.sha256 != current[0]:
+            tuned = self._tuned = TunedEncoder(self.encoder, current[1], current[0])
+        return tuned, current[0]
 
     def _mode(self, mode: str | None, text_query: bool) -> str:
         """The search mode: keywords take part only for text queries on a keyword index."""
@@ -309,9 +345,16 @@ class Collection:
             )
         self._check_where(where)
         check_query_texts(texts)
-        q = self._encode_texts(texts, batch_size) if mode == "hybrid" else None
+        q, top = self._encode_texts(texts, batch_size) if mode == "hybrid" else (None, None)
+
+        def requery(served: Any) -> np.ndarray | None:
+            """The queries again when a `tune --full` landed since they were encoded."""
+            if q is None or served.top == top:
+                return q
+            return self._encode_texts(texts, batch_size, served.top)[0]
+
         found, docs = hybrid_search.run(
-            self.view, self.planner, self.store, texts, q, k, where, alpha, fusion, min_score
+            self.view, self.planner, self.store, texts, requery, k, where, alpha, fusion, min_score
         )
         return [
             [
@@ -323,12 +366,26 @@ class Collection:
         ]
 
     def _search_vectors(
-        self, q: np.ndarray, k: int, where: dict[str, Any] | None, min_score: Any = None
+        self,
+        q: np.ndarray | None,
+        k: int,
+        where: dict[str, Any] | None,
+        min_score: Any = None,
+        texts: list[str] | None = None,
+        batch_size: int | None = None,
     ) -> list[list[Hit]]:
+        """Search by vectors ``q``, or by ``texts`` encoded in the space of the searched
+        generation (after `tune --full` its tuned encoder's)."""
         check_min_score(min_score)
         self._check_where(where)
+        top: Any = False
+        if texts is not None:
+            q, top = self._encode_texts(texts, batch_size)
         for _ in range(3):
             with self.view.reading() as served:
+                if texts is not None and served.top != top:  # a tune landed meanwhile
+                    q, top = self._encode_texts(texts, batch_size, served.top)
+                assert q is not None
                 # The query enters the space of the generation it searches, never another's.
                 mapped = q if served.head is None else served.head.apply(q)
                 floor = resolve_min_score(min_score, served.manifest)
@@ -520,6 +577,7 @@ class Collection:
             )
             report.skipped.extend(skipped)
             chunk = [chunk[i] for i in encoded]
+            tuned = self._tuned_vectors(m, [it for it, _ in chunk], given, own_vectors)
             rows = [
                 NewRow(
                     m.next_id + j,
@@ -535,7 +593,9 @@ class Collection:
             retire = [live[it.external_id][0] for it, _ in chunk if it.external_id in live]
             report.updated += len(retire)
             report.added += len(rows) - len(retire)
-            m = self.writer.commit(m, Change(rows=rows, vectors=vectors, retire=retire))
+            m = self.writer.commit(
+                m, Change(rows=rows, vectors=vectors, retire=retire, tuned_vectors=tuned)
+            )
             del rows, vectors  # before the next chunk is encoded: one chunk in memory at a time
             m = maintenance.rebuild_if_needed(self.writer, self.store, m)
         if m.changes_since_snapshot >= SNAPSHOT_MIN_CHANGES and not (
@@ -543,6 +603,24 @@ class Collection:
         ):
             # A graph would otherwise be partly rebuilt by every process that opens it next.
             self.writer.commit(m, Change(force_snapshot=True))
+
+    def _tuned_vectors(
+        self, m: Manifest, items: list[_Item], given: Any, own_vectors: bool
+    ) -> np.ndarray | None:
+        """After `tune --full`: the items through the tuned encoder too (None otherwise).
+
+        The base vectors are stored as ever (untune needs them); the tuned ones are what the
+        index holds. Only texts have them: a vector or an image cannot enter a tuned encoder.
+        """
+        if self.view.top is None:
+            return None
+        if (given is not None and not own_vectors) or any(it.modality != TEXT for it in items):
+            raise BadInput(
+                f"collection {m.name!r} is fine-tuned (tune --full) and takes texts only, "
+                f"encoded by its tuned encoder; untune it to add vectors or images"
+            )
+        encoder, _ = self._text_encoder(top=m.tune["encoder"]["sha256"])  # type: ignore[index]
+        return encoder.encode([it.content for it in items], TEXT)
 
     def delete(self, ids: Sequence[Any]) -> int:
         """Remove documents by id; returns how many existed. Unknown ids are not an error.

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from engine.manifest import (
 )
 from engine.store import NewRow, Store
 from engine.tune.head import PREFIX as HEAD_PREFIX
+from engine.tune.space import PREFIX as TOP_PREFIX
+from engine.tune.space import TUNED_DIR, tuned_files
 from engine.vectors import VectorWriter
 from indexes.base import VectorIndex
 
@@ -62,6 +64,8 @@ class Change:
     keyword: dict[str, Any] | None = None  # a keyword index built for this generation
     #: A new ``Manifest.recall`` record: changed settings, or a measurement (engine/recall.py).
     recall: dict[str, Any] | None = None
+    #: After `tune --full`: the rows' vectors from the tuned encoder, appended to ``tuned/``.
+    tuned_vectors: np.ndarray | None = None
 
 
 class Writer:
@@ -74,6 +78,7 @@ class Writer:
         # Threads of this process queue here; the file lock then orders processes.
         self._thread_lock = threading.Lock()
         self.vectors = VectorWriter(folder / "vectors", view.manifest.dim)
+        self._tuned: VectorWriter | None = None
         self._upgraded = False
 
     @contextmanager
@@ -105,6 +110,13 @@ class Writer:
             self._lock.release()
             self._thread_lock.release()
 
+    @property
+    def tuned(self) -> VectorWriter:
+        """The tuned encoder's log (``tuned/``), made on first use: most collections never tune."""
+        if self._tuned is None:
+            self._tuned = VectorWriter(self.folder / TUNED_DIR, self.view.manifest.dim)
+        return self._tuned
+
     def _recover(self, m: Manifest) -> None:
         if not self._upgraded:
             self.store.upgrade_indexes()  # collections made by older versions, once a process
@@ -117,19 +129,34 @@ class Writer:
             keep.add(snapshot_path(self.folder, m.snapshot_generation).name)
         if m.tune:
             keep.add(m.tune["head"])
-        for pattern in ("index-*.faiss", f"{HEAD_PREFIX}*"):
+            keep.add((m.tune.get("encoder") or {}).get("file", ""))
+        for pattern in ("index-*.faiss", f"{HEAD_PREFIX}*", f"{TOP_PREFIX}*"):
             for path in self.folder.glob(pattern):
                 if path.name not in keep:
                     path.unlink(missing_ok=True)
         for path in self.folder.glob(".*.tmp"):
             path.unlink(missing_ok=True)
         self.vectors.remove_epochs_before(m.vectors.epoch)
+        tuned = tuned_files(m)
+        if tuned is not None:
+            self.tuned.truncate_uncommitted(tuned)
+            self.tuned.remove_epochs_except(tuned.epoch)
+        elif (self.folder / TUNED_DIR).is_dir():  # untuned, or a killed `tune --full` commit
+            self.tuned.remove_epochs_except(None)
 
     def commit(self, m: Manifest, change: Change) -> Manifest:
         gen = m.generation + 1
         files = change.vector_files or m.vectors
+        tune = change.tune
         if change.rows:
             files = self.vectors.append(files, change.vectors)
+            tuned = tuned_files(m) if tune is None else None
+            if tuned is not None:
+                if change.tuned_vectors is None:
+                    raise RuntimeError("an add to a `tune --full` collection needs tuned vectors")
+                tuned = self.tuned.append(tuned, change.tuned_vectors)
+                tune = {**m.tune, "vectors": asdict(tuned)}  # type: ignore[dict-item]
+                change = replace(change, tune=tune)
         keyword = (change.keyword or m.keyword) is not None
         self.store.write(gen, change.rows, change.retire, keyword=keyword)
         if change.index is not None:
@@ -145,7 +172,8 @@ class Writer:
                     index.remove(np.asarray(change.retire, dtype=np.int64))
                 if change.rows:
                     ids = np.asarray([r.internal_id for r in change.rows], dtype=np.int64)
-                    index.add(ids, self.view.to_index(change.vectors))
+                    given = change.vectors if change.tuned_vectors is None else change.tuned_vectors
+                    index.add(ids, self.view.to_index(given))
                 new = self._publish(m, change, index, files, gen)
         if new.snapshot_generation != m.snapshot_generation:
             if m.snapshot_generation is not None:

@@ -53,6 +53,34 @@ class Encoder(Protocol):
     def encode(self, items: Sequence[Any], modality: str) -> np.ndarray: ...
 
 
+@runtime_checkable
+class Trainable(Protocol):
+    """An encoder whose top layers `tune --full` may train (engine/tune/full.py).
+
+    The encoder splits itself in two: a frozen bottom run once per text
+    (:meth:`frozen_features`) and a small differentiable top (:meth:`top`, TensorFlow) over
+    named weights (:meth:`top_weights`). Training then runs only the top over cached features,
+    which is what fits stage 2 into minutes on a CPU; the engine keeps the tuned weights in the
+    collection folder and encodes through them. An encoder without these methods cannot train.
+    """
+
+    def cannot_train(self) -> str | None:
+        """None when this instance can train; otherwise why not, in one line."""
+
+    def frozen_features(self, texts: list[str]) -> np.ndarray:
+        """float32 ``[n, F]``: what the frozen bottom gives for ``texts``."""
+
+    def top_weights(self) -> dict[str, np.ndarray]:
+        """The base weights of the trainable top, by name."""
+
+    def top(self, weights: Any, features: Any) -> Any:
+        """TensorFlow: features ``[n, F]`` through ``weights`` -> unit vectors ``[n, dim]``."""
+
+    def text_module(self, weights: dict[str, np.ndarray] | None = None) -> Any:
+        """A ``tf.Module`` callable ``string[N] -> float32[N, dim]`` through ``weights`` (the
+        base ones when None), for SavedModel export."""
+
+
 class EncoderBase(ABC):
     """Shared behaviour of every encoder plugin.
 

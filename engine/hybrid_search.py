@@ -9,7 +9,7 @@ for vector searches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from engine import hybrid
 from engine.keywords import query_units
-from engine.live import LiveView
+from engine.live import LiveView, Served
 from engine.min_score import resolve_min_score
 from engine.search import Planner
 from engine.store import Document, Store
@@ -37,14 +37,17 @@ def run(
     planner: Planner,
     store: Store,
     texts: Sequence[str],
-    q: np.ndarray | None,
+    queries: np.ndarray | Callable[[Served], np.ndarray | None] | None,
     k: int,
     where: dict[str, Any] | None,
     alpha: float,
     fusion: str,
     min_score: Any = None,
 ) -> tuple[list[Ranked], dict[int, Document]]:
-    """Hybrid search when query vectors ``q`` are given, keyword search alone otherwise.
+    """Hybrid search when ``queries`` gives vectors, keyword search alone when it is None.
+
+    ``queries`` may be a function of the searched generation (after `tune --full` a query
+    must be encoded by the generation's own tuned encoder).
 
     With ``min_score`` only hits whose vector similarity clears it are kept: a hit the vector
     side did not find has no similarity to vouch for it.
@@ -56,6 +59,7 @@ def run(
             floor = resolve_min_score(min_score, m)
             n = min(hybrid.depth(k), max(m.count, 1))
             vec = None
+            q = queries(served) if callable(queries) else queries
             if q is not None:
                 # The query enters the space of the generation it searches (a tuned head).
                 mapped = q if served.head is None else served.head.apply(q)

@@ -28,6 +28,7 @@ from engine.manifest import (
 from engine.registry import Registry
 from engine.store import Store
 from engine.tune.head import Head, load_head, through
+from engine.tune.space import TUNED_DIR, load_weights, tuned_files
 from engine.vectors import VectorFile
 from indexes.base import VectorIndex
 
@@ -48,6 +49,22 @@ class Served:
     index: VectorIndex
     vectors: Any  # the exact vectors as the index holds them (through the head when tuned)
     head: Head | None = None  # a tuned generation's head: queries go through it too
+    #: sha256 of a `tune --full` generation's encoder weights: its queries must be encoded
+    #: through them (engine.tune.space), never through the base encoder's
+    top: str | None = None
+
+
+def space_key(m: Manifest) -> tuple[Any, ...]:
+    """What decides the vectors an index holds: kind, params, snapshot, epochs, tuned space."""
+    tune = m.tune or {}
+    return (
+        m.index["kind"],
+        repr(m.index.get("params", {})),
+        m.snapshot_generation,
+        m.vectors.epoch,
+        tune.get("sha256"),
+        (tune.get("vectors") or {}).get("epoch"),
+    )
 
 
 class LiveView:
@@ -68,6 +85,9 @@ class LiveView:
         self._stamp = manifest_stamp(folder)
         self.vectors = VectorFile(folder / "vectors", self.manifest.dim, self.manifest.vectors)
         self.head: Head | None = self._head_for(self.manifest)
+        self.tuned: VectorFile | None = None
+        self.top: tuple[str, dict[str, Any]] | None = None
+        self._space_for(self.manifest)
         self.index: VectorIndex | None = None
         self._index_gen = -1
         self._index_base: tuple[Any, ...] | None = None  # (kind, params, snapshot gen, epoch)
@@ -114,7 +134,8 @@ class LiveView:
             self.refresh(with_index=True)
             with self.lock.read():
                 if self.index is not None:  # else a failed commit dropped it: load it again
-                    yield Served(self.manifest, self.index, self.index_vectors, self.head)
+                    top = None if self.top is None else self.top[0]
+                    yield Served(self.manifest, self.index, self.index_vectors, self.head, top)
                     return
 
     def _refresh_once(self, with_index: bool) -> None:
@@ -132,6 +153,7 @@ class LiveView:
             if manifest.vectors != self.vectors.files:
                 self.vectors = VectorFile(self.folder / "vectors", manifest.dim, manifest.vectors)
             self.head = self._head_for(manifest)
+            self._space_for(manifest)
             self.manifest = manifest
         if self.index is not None or with_index:
             self._sync_index()
@@ -139,11 +161,16 @@ class LiveView:
 
     @property
     def index_vectors(self) -> Any:
-        """The exact vectors in the space the index holds (base vectors through the head)."""
-        return through(self.vectors, self.head)
+        """The exact vectors in the space the index holds (base or tuned ones, through the head)."""
+        return self.space_vectors(self.vectors)
+
+    def space_vectors(self, base: Any) -> Any:
+        """``base`` (the base log, or a compaction's new epoch of it) as the index holds it."""
+        return through(base if self.tuned is None else self.tuned, self.head)
 
     def to_index(self, vectors: Any) -> Any:
-        """Base-space vectors (an add's, a query's) in the space the index holds."""
+        """Encoder vectors (an add's, a query's) in the space the index holds: the base
+        encoder's, or after `tune --full` the tuned encoder's."""
         return vectors if self.head is None else self.head.apply(vectors)
 
     def _head_for(self, manifest: Manifest) -> Head | None:
@@ -153,6 +180,18 @@ class LiveView:
         if current is not None and current.sha256 == manifest.tune["sha256"]:
             return current
         return load_head(self.folder, manifest.tune)
+
+    def _space_for(self, manifest: Manifest) -> None:
+        """The tuned log and encoder weights of a `tune --full` generation (None otherwise)."""
+        files = tuned_files(manifest)
+        if files is None:
+            self.tuned, self.top = None, None
+            return
+        if self.tuned is None or self.tuned.files != files:
+            self.tuned = VectorFile(self.folder / TUNED_DIR, manifest.dim, files)
+        record = manifest.tune["encoder"]  # type: ignore[index]
+        if self.top is None or self.top[0] != record["sha256"]:
+            self.top = (record["sha256"], load_weights(self.folder, record))
 
     def load_index(self) -> VectorIndex:
         index = self.index
@@ -169,13 +208,7 @@ class LiveView:
 
     def _sync_index(self) -> None:
         m = self.manifest
-        base = (
-            m.index["kind"],
-            repr(m.index.get("params", {})),
-            m.snapshot_generation,
-            m.vectors.epoch,
-            (m.tune or {}).get("sha256"),
-        )
+        base = space_key(m)
         behind_snapshot = m.snapshot_generation is not None and self._index_gen < (
             m.snapshot_generation
         )
@@ -253,14 +286,9 @@ class LiveView:
             if manifest.vectors != self.vectors.files:
                 self.vectors = VectorFile(self.folder / "vectors", manifest.dim, manifest.vectors)
             self.head = self._head_for(manifest)
+            self._space_for(manifest)
             index.attach_vectors(self.index_vectors)
             recall.apply(index, manifest)
             self.index = index
             self._index_gen = manifest.generation
-            self._index_base = (
-                manifest.index["kind"],
-                repr(manifest.index.get("params", {})),
-                manifest.snapshot_generation,
-                manifest.vectors.epoch,
-                (manifest.tune or {}).get("sha256"),
-            )
+            self._index_base = space_key(manifest)

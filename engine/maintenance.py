@@ -16,7 +16,6 @@ from engine.live import LiveView
 from engine.manifest import Manifest, indexable
 from engine.registry import Registry
 from engine.store import Store
-from engine.tune.head import through
 from engine.vectors import VectorFile
 from indexes.base import LookupRows, VectorIndex
 
@@ -114,7 +113,7 @@ def compact(writer: Writer, registry: Registry, store: Store, m: Manifest) -> Ma
     files = writer.vectors.compact(writer.view.vectors, live, m.next_id)
     fresh = VectorFile(writer.view.folder / "vectors", m.dim, files)
     index = new_index(
-        registry, m.index["kind"], m.index.get("params", {}), through(fresh, writer.view.head), live
+        registry, m.index["kind"], m.index.get("params", {}), writer.view.space_vectors(fresh), live
     )
     dead = m.next_id - len(live)
     new = writer.commit(

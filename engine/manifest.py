@@ -96,6 +96,8 @@ class Manifest:
         fingerprint = dict(self.encoder["fingerprint"])
         if self.tune:
             fingerprint["head"] = self.tune["sha256"]
+            if self.tune.get("encoder"):  # `tune --full`: the encoder's tuned top weights
+                fingerprint["tuned_top"] = self.tune["encoder"]["sha256"]
         return fingerprint
 
     def evolve(self, **changes: Any) -> Manifest:

@@ -390,12 +390,23 @@ class VectorWriter:
             chunk_rows=chunk_rows_for(self.dim),
         )
 
+    def remove_epochs_except(self, epoch: int | None) -> None:
+        """Every epoch's files but ``epoch``'s (None: all), for logs whose epochs are replaced
+        whole rather than compacted in order (the tuned encoder's, engine.tune.space)."""
+        for path in self.folder.iterdir():
+            if epoch is None or _epoch_of(path) not in (epoch, None):
+                path.unlink(missing_ok=True)
+
     def remove_epochs_before(self, epoch: int) -> None:
         for path in self.folder.iterdir():
-            stem = path.name.split(".")[0]
-            try:
-                file_epoch = int(stem.rsplit("-", 1)[1])
-            except (IndexError, ValueError):
-                continue
-            if file_epoch < epoch:
+            file_epoch = _epoch_of(path)
+            if file_epoch is not None and file_epoch < epoch:
                 path.unlink(missing_ok=True)
+
+
+def _epoch_of(path: Path) -> int | None:
+    """The epoch in ``tail-3.f32`` or ``base-3.ids.npy``; None for any other name."""
+    try:
+        return int(path.name.split(".")[0].rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return None

@@ -99,3 +99,14 @@ def test_tune_from_a_pairs_file_and_its_bad_inputs(run, desk, tmp_path):
     assert len(out.output.strip().splitlines()) == 1
     out = run("search", "faq", "x", "--min-score", "high", ok=False)
     assert "--min-score must be 'auto' or a number" in out.output
+
+
+def test_full_and_export_refuse_an_encoder_that_cannot_train_in_one_line(run, desk, tmp_path):
+    before = run("info", "faq", "--json").output
+    out = run("tune", "faq", "--label-field", "intent", "--full", "--no-progress", ok=False)
+    assert out.exit_code == 1 and len(out.output.strip().splitlines()) == 1
+    assert "cannot be fine-tuned" in out.output and "without --full" in out.output
+    out = run("export-encoder", "--collection", "faq", str(tmp_path / "model"), ok=False)
+    assert out.exit_code == 1 and "no TensorFlow text path" in out.output
+    assert not (tmp_path / "model").exists()
+    assert run("info", "faq", "--json").output == before  # nothing changed

@@ -40,6 +40,8 @@ class Snapshot:
     vectors: np.ndarray  # base-space vectors, row i for ids[i]
     external: list[str]
     metadata: list[dict[str, Any]]
+    #: Each document's text, None for an image or a vector (`tune --full` re-encodes texts).
+    texts: list[str | None] = field(default_factory=list)
 
 
 @dataclass
@@ -82,6 +84,7 @@ def read_snapshot(col: Any) -> Snapshot:
         np.asarray(vectors, np.float32),
         [docs[i].id for i in ids.tolist()],
         [docs[i].metadata for i in ids.tolist()],
+        [docs[i].content if docs[i].modality == TEXT else None for i in ids.tolist()],
     )
 
 

@@ -22,6 +22,7 @@ from engine.maintenance import new_index
 from engine.manifest import Manifest, indexable
 from engine.tune.data import (
     Examples,
+    Snapshot,
     encode_texts,
     from_labels,
     from_pairs,
@@ -29,7 +30,17 @@ from engine.tune.data import (
     read_snapshot,
 )
 from engine.tune.evaluate import better, evaluate
+from engine.tune.full import (
+    Features,
+    FullConfig,
+    commit_full,
+    in_space,
+    snapshot_features,
+    train_full,
+    vectors_of,
+)
 from engine.tune.head import Head, through
+from engine.tune.space import trainable
 from engine.tune.train import TuneConfig, train_head
 
 
@@ -58,6 +69,10 @@ class TuneReport:
     best_epoch: int
     seconds: float
     head: str | None = None  # sha256 of the committed head
+    #: `full=True`: validation figures of stage 1 (the head alone) and the sha256 of the
+    #: committed encoder weights; ``after`` is then stage 2's
+    stage1: dict[str, Any] | None = None
+    encoder: str | None = None
     generation: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -78,6 +93,8 @@ def tune(
     force: bool = False,
     progress: bool = False,
     config: TuneConfig | None = None,
+    full: bool = False,
+    full_config: FullConfig | None = None,
 ) -> TuneReport:
     """Train a head on the collection's own data and commit it if it helps on validation.
 
@@ -85,19 +102,26 @@ def tune(
     (query text, document id) pairs, or a JSON-lines file with ``query_field`` and
     ``id_field``. ``negatives``: texts (or a file) that must find no answer; they only
     calibrate the threshold. ``dry_run`` measures without committing; ``force`` commits even
-    when validation does not improve.
+    when validation does not improve. ``full`` adds stage 2: the encoder's top layers train
+    too (encoders that are :class:`~engine.encoders.Trainable`), and the collection is
+    re-encoded through them (engine/tune/full.py).
     """
     started = time.perf_counter()
     if (label_field is None) == (pairs is None):
         raise BadInput("tune takes exactly one of: label_field= (a metadata field), pairs=")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise BadInput(f"seed must be an integer, got {seed!r}")
-    rng = np.random.default_rng(seed)
+    encoder = trainable(col.encoder, col.name) if full else None
     snap = read_snapshot(col)
-    if label_field is not None:
-        ex = from_labels(snap, label_field, rng)
-    else:
-        ex = from_pairs(snap, pairs, col.encoder, rng, query_field, id_field)
+
+    def examples(snap: Snapshot, enc: Any) -> Examples:
+        # One seeded generator per call: stage 2's split equals stage 1's, row for row.
+        rng = np.random.default_rng(seed)
+        if label_field is not None:
+            return from_labels(snap, label_field, rng)
+        return from_pairs(snap, pairs, enc, rng, query_field, id_field)
+
+    ex = examples(snap, col.encoder)
     texts = read_negatives(negatives, query_field)
     neg = encode_texts(col.encoder, texts, snap.manifest.name, "negatives") if texts else None
 
@@ -108,6 +132,19 @@ def tune(
     before = evaluate(None, ex, neg)
     head, history = train_head(ex, score, seed, config or TuneConfig(), progress)
     after = evaluate(head, ex, neg)
+    stage1 = state = None
+    if encoder is not None:
+        stage1 = after
+        fsnap, feats = snapshot_features(encoder, snap, progress)
+        fex = examples(fsnap, Features(encoder, col.name))
+        state, more = train_full(encoder, fex, head, seed, full_config or FullConfig(), progress)
+        history += [{**r, "stage": 2} for r in more]
+        if any(r["best"] and r["epoch"] > 0 for r in more):
+            space = vectors_of(encoder, state.weights)
+            fneg = space(encoder.frozen_features(texts)) if texts else None
+            head, after = state.head, evaluate(state.head, in_space(fex, space), fneg)
+        else:  # no stage-2 epoch beat the head alone: keep the encoder as it is, no re-encode
+            state = None
     improved = better(after, before)
     report = TuneReport(
         before=before,
@@ -123,6 +160,7 @@ def tune(
         best_epoch=next(r["epoch"] for r in history if r["best"]),
         seconds=0.0,
         history=history,
+        stage1=stage1,
     )
     if dry_run:
         report.reason = "dry run: nothing committed"
@@ -140,9 +178,26 @@ def tune(
             "at": time.time(),
             "validation": {"before": _short(before), "after": _short(after)},
         }
-        m = commit_head(col, head, record, ex)
+        if state is not None:
+            m = commit_full(
+                col,
+                encoder,  # type: ignore[arg-type]
+                state,
+                snap,
+                feats,
+                {**record, "full": True},
+                {"event": "tune", "mode": ex.mode, "head": head.sha256[:16], "full": True},
+            )
+            report.encoder = m.tune["encoder"]["sha256"]  # type: ignore[index]
+        else:
+            m = commit_head(col, head, record, ex)
         report.committed, report.head, report.generation = True, head.sha256, m.generation
         report.reason = "committed" if improved else "committed (forced)"
+        if encoder is not None and state is None:
+            report.reason += (
+                " the head alone: no epoch of stage 2 beat it on validation, so the encoder "
+                "was left as it is"
+            )
     report.seconds = time.perf_counter() - started
     return report
 

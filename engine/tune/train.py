@@ -11,13 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from engine.heads import EarlyStopping, contrastive_loss
 from engine.tune.data import Examples
 from engine.tune.head import Head
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,7 @@ def train_head(
 ) -> tuple[Head, list[dict[str, Any]]]:
     """The best head on validation (``score``), and one record per epoch."""
     import tensorflow as tf
-    from tqdm.auto import tqdm
 
-    # NumPy's generator alone: the head starts at the identity and nothing else is random.
-    # TensorFlow's global seed is left alone, since setting it clears TensorFlow's kernel
-    # caches and with them the tokenizer of a `use-multilingual` encoder the process serves.
-    rng = np.random.default_rng(seed)
     dim = ex.anchors.shape[1]
     weight = tf.Variable(np.eye(dim, dtype=np.float32), name="tune_weight")
     bias = tf.Variable(np.zeros(dim, dtype=np.float32), name="tune_bias")
@@ -64,23 +61,72 @@ def train_head(
     def mapped(x: Any) -> Any:
         return tf.math.l2_normalize(tf.matmul(x, weight) + bias, axis=1)
 
-    import keras
+    step = contrastive_step(mapped, [(config.learning_rate, variables)], ex, config.scale)
+    return run_epochs(ex, step, current, restore, score, seed, config, progress, "tune stage 1")
 
-    optimizer = keras.optimizers.Adam(config.learning_rate)
-    optimizer.build(variables)
+
+def contrastive_step(
+    mapped: Callable[[Any], Any],
+    groups: list[tuple[float, list[Any]]],
+    ex: Examples,
+    scale: float,
+) -> Callable[[Any, Any, Any], Any]:
+    """One training step of ``mapped``: (learning rate, variables) groups, each its own Adam.
+
+    Label mode contrasts a batch with itself, pair mode queries with documents both ways.
+    """
+    import keras
+    import tensorflow as tf
+
+    optimizers = []
+    for rate, variables in groups:
+        optimizer = keras.optimizers.Adam(rate)
+        optimizer.build(variables)
+        optimizers.append((optimizer, variables))
+    every = [v for _, variables in groups for v in variables]
     pairs = ex.partners is not None
 
     @tf.function(reduce_retracing=True)
-    def step(a: Any, b: Any, groups: Any) -> Any:
+    def step(a: Any, b: Any, labels: Any) -> Any:
         with tf.GradientTape() as tape:
             x = mapped(a)
             if pairs:
-                loss = contrastive_loss(x, mapped(b), groups, groups, config.scale, symmetric=True)
+                loss = contrastive_loss(x, mapped(b), labels, labels, scale, symmetric=True)
             else:
-                loss = contrastive_loss(x, x, groups, groups, config.scale, exclude_self=True)
-        optimizer.apply(tape.gradient(loss, variables), variables)
+                loss = contrastive_loss(x, x, labels, labels, scale, exclude_self=True)
+        grads = tape.gradient(loss, every)
+        start = 0
+        for optimizer, variables in optimizers:
+            optimizer.apply(grads[start : start + len(variables)], variables)
+            start += len(variables)
         return loss
 
+    return step
+
+
+def run_epochs(
+    ex: Examples,
+    step: Callable[[Any, Any, Any], Any],
+    current: Callable[[], T],
+    restore: Callable[[T], None],
+    score: Callable[[T], float],
+    seed: int,
+    config: Any,
+    progress: bool,
+    desc: str,
+) -> tuple[T, list[dict[str, Any]]]:
+    """Seeded epochs of ``step`` over shuffled batches, early stopping on ``score``.
+
+    Stage 1 (a head) and stage 2 (the encoder's top with a head) train this way; epoch 0 is
+    the starting state, so early stopping keeps it when no epoch beats it.
+    """
+    from tqdm.auto import tqdm
+
+    # NumPy's generator alone: nothing else is random. TensorFlow's global seed is left alone,
+    # since setting it clears TensorFlow's kernel caches and with them the tokenizer of a
+    # `use-multilingual` encoder the process serves.
+    rng = np.random.default_rng(seed)
+    pairs = ex.partners is not None
     stopper = EarlyStopping(config.patience, current)
     history: list[dict[str, Any]] = [{"epoch": 0, "val": score(current())}]
     stopper.update(history[0]["val"], 0)
@@ -89,7 +135,7 @@ def train_head(
     per_pass = max(1, len(ex.anchors) // size)
     bar = tqdm(
         total=config.epochs,
-        desc="tune stage 1",
+        desc=desc,
         unit="epoch",
         disable=not progress,
         dynamic_ncols=True,

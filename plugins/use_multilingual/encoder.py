@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from engine.encoders import TEXT, EncoderBase, Lazy
+from engine.encoders import TEXT, EncoderBase, Lazy, validate_texts
 from engine.errors import BadInput
 from plugins.hub import handle_fingerprint
 from plugins.use_multilingual.settings import HUB, UseSettings
 
 DIM = 512
+#: Width of :meth:`UseMultilingualEncoder.frozen_features`: 1280 pooled values and sqrt(length).
+FEATURES = 1281
 
 
 class UseMultilingualEncoder(EncoderBase):
@@ -80,6 +82,43 @@ class UseMultilingualEncoder(EncoderBase):
                 "(export and tf_module need source=bundled)"
             )
         return self._load().graph  # type: ignore[attr-defined]
+
+    # -- engine.encoders.Trainable: `tune --full` trains the pooled projection and the DNN --
+
+    def cannot_train(self) -> str | None:
+        if self.settings.source == HUB:
+            return (
+                "encoder 'use-multilingual' with a TF Hub handle (source=hub) has no graph of "
+                "ours to train; --full needs source=bundled"
+            )
+        return None
+
+    def frozen_features(self, texts: list[str]) -> np.ndarray:
+        import tensorflow as tf
+
+        graph = self.tf_module()
+        data = _utf8(validate_texts(texts))
+        step = self.settings.batch_size
+        parts = [
+            graph.features(tf.constant(data[i : i + step], dtype=tf.string)).numpy()
+            for i in range(0, len(data), step)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, FEATURES), np.float32)
+
+    def top_weights(self) -> dict[str, np.ndarray]:
+        return self.tf_module().top_weights()
+
+    def top(self, weights: Any, features: Any) -> Any:
+        from plugins.use_multilingual.graph import top
+
+        return top(weights, features, self.tf_module().eps)
+
+    def text_module(self, weights: dict[str, np.ndarray] | None = None) -> Any:
+        if weights is None:
+            return self.tf_module()
+        from plugins.use_multilingual.export import TunedText
+
+        return TunedText(self.tf_module(), weights)
 
     def _load(self) -> Callable[[list[bytes]], np.ndarray]:
         return self._model.get()

@@ -29,3 +29,28 @@ def export_savedmodel(graph: Any, directory: str | os.PathLike[str]) -> Path:
 
     tf.saved_model.save(graph, str(target), signatures={"serving_default": serve})
     return target
+
+
+def _tuned_text_class() -> Any:
+    import tensorflow as tf
+
+    from plugins.use_multilingual.graph import top
+
+    class TunedText(tf.Module):
+        """The bundled graph's frozen bottom with tuned top weights: strings -> unit vectors."""
+
+        def __init__(self, graph: Any, weights: dict[str, Any]) -> None:
+            super().__init__(name="use_multilingual_v3_tuned")
+            self.graph = graph
+            self.weights = {k: tf.Variable(v, trainable=False, name=k) for k, v in weights.items()}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def __call__(self, texts: Any) -> Any:
+            return top(self.weights, self.graph.features(texts), self.graph.eps)
+
+    return TunedText
+
+
+def TunedText(graph: Any, weights: dict[str, Any]) -> Any:
+    """A ``tf.Module`` of the tuned text path (TensorFlow is imported only when one is built)."""
+    return _tuned_text_class()(graph, weights)

@@ -93,6 +93,21 @@ class UseGraph(tf.Module):
         tokens = self.tokenizer.tokenize(texts)
         return self._forward(tokens.flat_values, tokens.row_splits)
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def features(self, texts: tf.Tensor) -> tf.Tensor:
+        """What the frozen bottom gives `tune --full`: ``[N, 1281]`` = pooled token features
+        ``[N, 1280]`` scaled by 1/sqrt(length), then sqrt(length). :func:`top` finishes them."""
+        tokens = self.tokenizer.tokenize(texts)
+        sums, lengths = self._pooled(tokens.flat_values, tokens.row_splits)
+        root = tf.sqrt(lengths)
+        return tf.concat([sums / root, root], axis=1)
+
+    def top_weights(self) -> dict[str, np.ndarray]:
+        """The layers :func:`top` runs, as arrays: what `tune --full` trains."""
+        out = {"pool_w": self.pool_w.numpy(), "pool_b": self.pool_b.numpy()}
+        out.update({k: v.numpy() for k, v in self.dnn.items()})
+        return out
+
     @tf.function(
         input_signature=[
             tf.TensorSpec([None], tf.int32, name="ids"),
@@ -106,6 +121,14 @@ class UseGraph(tf.Module):
     # -- the forward pass --------------------------------------------------------------------
 
     def _forward(self, ids: tf.Tensor, row_splits: tf.Tensor) -> tf.Tensor:
+        sums, lengths = self._pooled(ids, row_splits)
+        # sum_t LN(f_t) @ W + n b  ==  (sum_t norm(f_t)) @ (g W) + n (beta W + b): the layer
+        # norm's scale and shift are applied once per text, folded into the pooled projection.
+        pooled = self._mm(sums, self.pool_w) + lengths * self.pool_b
+        return self._dnn(pooled * tf.math.rsqrt(lengths))
+
+    def _pooled(self, ids: tf.Tensor, row_splits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Per-text sums of normalised token features ``[N, 1280]`` and lengths ``[N, 1]``."""
         splits = tf.cast(row_splits, tf.int32)
         n_texts = tf.shape(splits)[0] - 1
         total = tf.shape(ids)[0]
@@ -154,10 +177,7 @@ class UseGraph(tf.Module):
 
         sums = tf.cond(n_chunks == 1, one_step, steps)
         lengths = tf.cast(splits[1:] - splits[:-1], tf.float32)[:, None]
-        # sum_t LN(f_t) @ W + n b  ==  (sum_t norm(f_t)) @ (g W) + n (beta W + b): the layer
-        # norm's scale and shift are applied once per text, folded into the pooled projection.
-        pooled = self._mm(sums, self.pool_w) + lengths * self.pool_b
-        return self._dnn(pooled * tf.math.rsqrt(lengths))
+        return sums, lengths
 
     def _token_features(self, ids, lo, hi, core_a, core_b):
         """Normalised (not yet scaled) features ``[core_b - core_a, 1280]`` of a chunk's core.
@@ -196,13 +216,7 @@ class UseGraph(tf.Module):
         return self._normalise(tf.concat(outs, axis=1))
 
     def _dnn(self, pooled: tf.Tensor) -> tf.Tensor:
-        d = self.dnn
-        y0 = tf.nn.relu(self._mm(pooled, d["d0"]))
-        y1 = tf.nn.relu(self._mm(pooled, d["p1"]) + self._mm(y0, d["d1"]))
-        y2 = tf.nn.relu(self._mm(y1, d["d2"]))
-        z = tf.tanh(self._mm(y1, d["p3"]) + self._mm(y2, d["d3"]))
-        norm2 = tf.reduce_sum(z * z, axis=1, keepdims=True)
-        return z * tf.math.rsqrt(tf.maximum(norm2, self.eps))
+        return dnn(self.dnn, pooled, self.eps, self._mm)
 
     def _mm(self, x: tf.Tensor, w: tf.Variable) -> tf.Tensor:
         if w.dtype == tf.float32:
@@ -217,3 +231,21 @@ class UseGraph(tf.Module):
         """Layer norm without its scale and shift, over the last axis."""
         mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
         return (x - mean) * tf.math.rsqrt(var + self.eps)
+
+
+def dnn(d, pooled, eps, mm=tf.matmul):
+    """The residual DNN after pooling, over weights ``d`` (variables or tensors)."""
+    y0 = tf.nn.relu(mm(pooled, d["d0"]))
+    y1 = tf.nn.relu(mm(pooled, d["p1"]) + mm(y0, d["d1"]))
+    y2 = tf.nn.relu(mm(y1, d["d2"]))
+    z = tf.tanh(mm(y1, d["p3"]) + mm(y2, d["d3"]))
+    norm2 = tf.reduce_sum(z * z, axis=1, keepdims=True)
+    return z * tf.math.rsqrt(tf.maximum(norm2, eps))
+
+
+def top(weights, features, eps=1e-8):
+    """:meth:`UseGraph.features` -> unit vectors through ``weights`` (the pooled projection and
+    the DNN): differentiable, so `tune --full` trains these layers on cached features."""
+    feats, root = features[:, :-1], features[:, -1:]
+    pooled = tf.matmul(feats, weights["pool_w"]) + root * weights["pool_b"]
+    return dnn(weights, pooled, eps)

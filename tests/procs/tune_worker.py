@@ -1,8 +1,10 @@
 """Child process for the tune crash test: tunes a collection and is killed inside the commit.
 
-Usage: tune_worker.py HOME NAME POINT, POINT one of: head-saved (the head file is written, the
-index not yet built), in-snapshot (the new index's snapshot is being written), before-rename
-(everything is written but the manifest), after-rename (the manifest is renamed, nothing after).
+Usage: tune_worker.py HOME NAME POINT [full], POINT one of: head-saved (the head file is
+written, the index not yet built; with ``full`` the tuned vector log and weights are written
+too), in-snapshot (the new index's snapshot is being written), before-rename (everything is
+written but the manifest), after-rename (the manifest is renamed, nothing after). ``full``:
+`tune(full=True)`, a short stage 2 forced to keep its weights.
 """
 
 from __future__ import annotations
@@ -47,7 +49,20 @@ def main() -> None:
             die()
 
         commit.write_manifest = write_and_die
-    Engine(home).open(name).tune(label_field="intent", seed=0)
+    if sys.argv[4:] == ["full"]:
+        from engine.tune.full import FullConfig
+        from engine.tune.train import TuneConfig
+
+        Engine(home).open(name).tune(
+            label_field="intent",
+            seed=0,
+            full=True,
+            force=True,
+            config=TuneConfig(epochs=1, min_steps=2),
+            full_config=FullConfig(epochs=2, min_steps=10, patience=5),
+        )
+    else:
+        Engine(home).open(name).tune(label_field="intent", seed=0)
     print("NOT KILLED", flush=True)
 
 
