@@ -13,6 +13,11 @@ actor start-up (actor creation, model load, first batch: `first_batch`), printed
 for Ray: the checking pass + everything after the first encoded batch came back. The distributed
 overhead is that time over the in-process time, minus one (goal: < 30 % at one actor).
 
+Also measured, since wall time on a shared 2-core machine follows the other processes' load:
+the CPU seconds each path spends in the same counted windows (this process and every process
+it started: Ray's workers, actors and daemons, sampled from /proc twice a second), whose ratio
+is the distributed path's extra work whatever the load.
+
 Also measured: the driver's commit throughput with precomputed vectors (`add_encoded` of
 20,000-row chunks at the encoder's width), the rate past which one writer is the limit.
 """
@@ -26,6 +31,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -95,25 +101,113 @@ def write_parquet(texts: list[str], path: Path) -> Path:
     return path
 
 
-def in_process(engine, encoder: str, options: dict, path: Path) -> tuple[float, int]:
+class CpuMeter:
+    """CPU seconds used by this process and all its descendants, as a sampled timeline.
+
+    Ray's workers are children of the raylet this process started; an actor that exits takes
+    its counters with it, so the tree is sampled every ``every`` seconds and each process's
+    last reading kept (at most ``every`` seconds of an exiting process are lost).
+    """
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.seen: dict[int, float] = {}
+        self.timeline: list[tuple[float, float]] = []
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.sample()
+        self._thread.start()
+
+    def _tree(self) -> dict[int, float]:
+        parents: dict[int, int] = {}
+        cpu: dict[int, float] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(entry)
+            parents[pid] = int(fields[1])
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / self.tick
+        mine, root = {}, os.getpid()
+        for pid in cpu:
+            p, hops = pid, 0
+            while p > 1 and p != root and hops < 50:
+                p, hops = parents.get(p, 0), hops + 1
+            if p == root:
+                mine[pid] = cpu[pid]
+        return mine
+
+    def sample(self) -> None:
+        self.seen.update(self._tree())
+        self.timeline.append((time.perf_counter(), sum(self.seen.values())))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sample()
+
+    def at(self, t: float) -> float:
+        """Cumulative CPU seconds at time ``t`` (linear between samples)."""
+        times = [x for x, _ in self.timeline]
+        values = [v for _, v in self.timeline]
+        return float(np.interp(t, times, values))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process, all threads (not the idle cluster's daemons)."""
+    times = os.times()
+    return times.user + times.system
+
+
+def in_process(engine, encoder: str, options: dict, path: Path) -> dict:
     from engine.ingest import Fields, iter_rows
     from engine.streamed import add_streamed
 
     col = engine.create("inproc", encoder=encoder, index="flat", options=options)
     col.encoder.encode(["warm up the model"], "text")  # model load: not counted
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), own_cpu()
     report = add_streamed(col, lambda: iter_rows(path, Fields(id="id")))
-    return time.perf_counter() - started, report.added
+    ended = time.perf_counter()
+    return {
+        "counted": ended - started,
+        "cpu": own_cpu() - cpu,
+        "added": report.added,
+        "load": os.getloadavg()[0],
+    }
 
 
-def on_ray(engine, encoder: str, options: dict, path: Path, actors: int) -> dict:
+def on_ray(engine, encoder: str, options: dict, path: Path, actors: int, meter: CpuMeter) -> dict:
     col = engine.create(f"ray{actors}", encoder=encoder, index="flat", options=options)
     timings: dict[str, float] = {}
+    meter.sample()
     started = time.perf_counter()
     report = col.add_dataset(path, id="id", actors=actors, timings=timings)
-    wall = time.perf_counter() - started
+    ended = time.perf_counter()
+    meter.sample()
+    wall = ended - started
     counted = timings["check"] + timings["encode"] - timings["first_batch"]
-    return {**timings, "wall": wall, "counted": counted, "added": report.added}
+    encode_start = ended - timings["encode"]
+    first = encode_start + timings["first_batch"]
+    cpu = (meter.at(encode_start) - meter.at(encode_start - timings["check"])) + (
+        meter.at(ended) - meter.at(first)
+    )
+    return {
+        **timings,
+        "wall": wall,
+        "counted": counted,
+        "cpu": cpu,
+        "added": report.added,
+        "load": os.getloadavg()[0],
+    }
 
 
 def commit_rate(engine, dim: int, n: int) -> float:
@@ -159,31 +253,41 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
 
     engine = Engine(work / "home")
-    inproc, added = in_process(engine, args.encoder, options, path)
-    assert added == len(texts)
-    dim = engine.open("inproc").dim
-
+    # Cluster first, so that the in-process add runs right before the Ray adds (similar load).
     started = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     cluster = time.perf_counter() - started
-    runs = {a: on_ray(engine, args.encoder, options, path, a) for a in args.actors}
+    inproc = in_process(engine, args.encoder, options, path)
+    assert inproc["added"] == len(texts)
+    dim = engine.open("inproc").dim
+    meter = CpuMeter()  # after the in-process add: its sampling thread is not counted there
+    runs = {a: on_ray(engine, args.encoder, options, path, a, meter) for a in args.actors}
     ray.shutdown()
+    meter.stop()
     writer = commit_rate(engine, dim, min(args.n, 100_000))
 
     print(f"cluster start-up (not counted): {cluster:.1f} s")
     print()
-    print("| path | counted s | docs/s | vs in-process | check pass s | actor start-up s |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| path | counted s | docs/s | vs in-process | CPU s | CPU vs in-process "
+        "| check pass s | actor start-up s | load at end |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     n = len(texts)
-    print(f"| in process | {inproc:.1f} | {n / inproc:,.0f} | 1.00x | (in counted) | - |")
+    base, base_cpu = inproc["counted"], inproc["cpu"]
+    print(
+        f"| in process | {base:.1f} | {n / base:,.0f} | 1.00x | {base_cpu:.1f} | 1.00x "
+        f"| (in counted) | - | {inproc['load']:.1f} |"
+    )
     for a, r in runs.items():
         assert r["added"] == n, r
-        over = r["counted"] / inproc - 1
+        over, cpu_over = r["counted"] / base - 1, r["cpu"] / base_cpu - 1
         print(
             f"| Ray, {a} actor{'s' if a > 1 else ''} | {r['counted']:.1f} | "
-            f"{n / r['counted']:,.0f} | {1 + over:.2f}x ({over:+.0%}) | {r['check']:.1f} | "
-            f"{r['first_batch']:.1f} |"
+            f"{n / r['counted']:,.0f} | {1 + over:.2f}x ({over:+.0%}) | {r['cpu']:.1f} | "
+            f"{1 + cpu_over:.2f}x ({cpu_over:+.0%}) | {r['check']:.1f} | "
+            f"{r['first_batch']:.1f} | {r['load']:.1f} |"
         )
     print()
     print(f"driver commit throughput, precomputed {dim}-d vectors: {writer:,.0f} docs/s")
