@@ -160,7 +160,7 @@ class Source:
                 continue
             record = plain_record(raw)
             row = to_row("dataset", n, record, fields)
-            if fields.id is None and "id" not in record:
+            if fields.id is None and record.get("id") is None:
                 raise BadInput(
                     f"{row.where}: no 'id' field: rows of a Ray dataset need ids from the data "
                     f"(id=FIELD); only files give rows a FILE:LINE position to stand in"

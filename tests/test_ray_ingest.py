@@ -253,7 +253,7 @@ def test_bad_rows_are_reported_with_their_position_before_anything_is_written(
     [
         ({"ticket": "t7", "body": "dup"}, "dataset:41: duplicate id 't7' (first at dataset:8)"),
         ({"ticket": "x", "body": ""}, "dataset:41: field 'body' is empty"),
-        ({"body": "no id"}, "dataset:41: no 'ticket' field"),
+        ({"body": "no id"}, "dataset:41: no 'ticket' field"),  # null in Arrow: not "None"
     ],
 )
 def test_bad_rows_of_a_ray_dataset_are_reported_by_row_number(
