@@ -106,20 +106,27 @@ class CpuMeter:
 
     Ray's workers are children of the raylet this process started; an actor that exits takes
     its counters with it, so the tree is sampled every ``every`` seconds and each process's
-    last reading kept (at most ``every`` seconds of an exiting process are lost).
+    last reading kept (at most ``every`` seconds of an exiting process are lost). Each
+    process's CPU is also summed by what it is (``GROUPS``: this driver, the encoder actors,
+    Ray's daemons...), to show where the distributed path's extra work goes.
     """
+
+    GROUPS = ("driver", "encoder actors", "ledger", "readers, idle workers", "Ray daemons")
 
     def __init__(self, every: float = 0.5) -> None:
         self.tick = os.sysconf("SC_CLK_TCK")
-        self.seen: dict[int, float] = {}
-        self.timeline: list[tuple[float, float]] = []
+        self.root = os.getpid()
+        self.last: dict[int, float] = {}
+        self.sums = dict.fromkeys(self.GROUPS, 0.0)
+        self.timeline: list[tuple[float, dict[str, float]]] = []
         self.every = every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self.last = {pid: cpu for pid, (cpu, _) in self._tree().items()}  # the baseline
         self.sample()
         self._thread.start()
 
-    def _tree(self) -> dict[int, float]:
+    def _tree(self) -> dict[int, tuple[float, str]]:
         parents: dict[int, int] = {}
         cpu: dict[int, float] = {}
         for entry in os.listdir("/proc"):
@@ -133,27 +140,45 @@ class CpuMeter:
             pid = int(entry)
             parents[pid] = int(fields[1])
             cpu[pid] = (int(fields[11]) + int(fields[12])) / self.tick
-        mine, root = {}, os.getpid()
+        mine: dict[int, tuple[float, str]] = {}
         for pid in cpu:
             p, hops = pid, 0
-            while p > 1 and p != root and hops < 50:
+            while p > 1 and p != self.root and hops < 50:
                 p, hops = parents.get(p, 0), hops + 1
-            if p == root:
-                mine[pid] = cpu[pid]
+            if p == self.root:
+                mine[pid] = (cpu[pid], self._group(pid))
         return mine
 
+    def _group(self, pid: int) -> str:
+        if pid == self.root:
+            return "driver"
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read(200).decode(errors="replace")
+        except OSError:
+            cmd = ""
+        if "EncoderActor" in cmd:
+            return "encoder actors"
+        if "Ledger" in cmd:
+            return "ledger"
+        if "read_parts" in cmd or "ray::IDLE" in cmd:
+            return "readers, idle workers"
+        return "Ray daemons"
+
     def sample(self) -> None:
-        self.seen.update(self._tree())
-        self.timeline.append((time.perf_counter(), sum(self.seen.values())))
+        for pid, (cpu, group) in self._tree().items():
+            self.sums[group] += cpu - self.last.get(pid, 0.0)
+            self.last[pid] = cpu
+        self.timeline.append((time.perf_counter(), dict(self.sums)))
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             self.sample()
 
-    def at(self, t: float) -> float:
-        """Cumulative CPU seconds at time ``t`` (linear between samples)."""
+    def at(self, t: float, group: str | None = None) -> float:
+        """Cumulative CPU seconds at time ``t`` (linear between samples), of one group or all."""
         times = [x for x, _ in self.timeline]
-        values = [v for _, v in self.timeline]
+        values = [sum(v.values()) if group is None else v[group] for _, v in self.timeline]
         return float(np.interp(t, times, values))
 
     def stop(self) -> None:
@@ -197,14 +222,19 @@ def on_ray(engine, encoder: str, options: dict, path: Path, actors: int, meter: 
     counted = timings["check"] + timings["encode"] - timings["first_batch"]
     encode_start = ended - timings["encode"]
     first = encode_start + timings["first_batch"]
-    cpu = (meter.at(encode_start) - meter.at(encode_start - timings["check"])) + (
-        meter.at(ended) - meter.at(first)
-    )
+    windows = [(encode_start - timings["check"], encode_start), (first, ended)]
+
+    def counted_cpu(group: str | None = None) -> float:
+        return sum(meter.at(b, group) - meter.at(a, group) for a, b in windows)
+
+    cpu = counted_cpu()
+    groups = {g: counted_cpu(g) for g in CpuMeter.GROUPS}
     return {
         **timings,
         "wall": wall,
         "counted": counted,
         "cpu": cpu,
+        "groups": groups,
         "added": report.added,
         "load": os.getloadavg()[0],
     }
@@ -293,6 +323,14 @@ def main() -> None:
             f"{1 + cpu_over:.2f}x ({cpu_over:+.0%}) | {r['check']:.1f} | "
             f"{r['first_batch']:.1f} | {r['load']:.1f} |"
         )
+    print()
+    print("CPU s in the counted windows, by process (in process: all in the driver)")
+    print(f"| path | {' | '.join(CpuMeter.GROUPS)} |")
+    print(f"|---|{'---|' * len(CpuMeter.GROUPS)}")
+    print(f"| in process | {base_cpu:.1f} |{' - |' * (len(CpuMeter.GROUPS) - 1)}")
+    for a, r in runs.items():
+        cells = " | ".join(f"{r['groups'][g]:.1f}" for g in CpuMeter.GROUPS)
+        print(f"| Ray, {a} actor{'s' if a > 1 else ''} | {cells} |")
     print()
     print(f"driver commit throughput, precomputed {dim}-d vectors: {writer:,.0f} docs/s")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
