@@ -18,7 +18,6 @@ from engine.ingest import (
     is_text_file,
     iter_rows,
     read_rows,
-    read_sidecar,
 )
 
 
@@ -102,7 +101,7 @@ def add(
     fields = Fields(id=id_field, text=text_field, meta=meta_fields)
     if ray_address is not None:
         cluster = {"address": ray_address, "actors": actors, "gpus_per_actor": gpus_per_actor}
-        _add_on_ray(ctx, name, paths, fields, batch_size, cluster, as_json)
+        _add_on_ray(ctx, name, paths, fields, sidecar, batch_size, cluster, as_json)
         return
     col = engine_for(ctx).open(name)
     prepare_encoder(col.encoder)
@@ -136,11 +135,13 @@ def _add_on_ray(
     name: str,
     paths: tuple[str, ...],
     fields: Fields,
+    sidecar: str | None,
     batch_size: int | None,
     cluster: dict[str, Any],
     as_json: bool,
 ) -> None:
-    """``add --ray``: the rows are checked here, encoded by actors, committed here."""
+    """``add --ray``: the rows are checked here, encoded by actors, committed here; an image
+    folder's images are read here, decoded and encoded by actors."""
     from engine.cli_format import show_report
     from engine.collection import AddReport
     from engine.distributed import connect
@@ -160,6 +161,7 @@ def _add_on_ray(
                 actors=cluster["actors"],
                 gpus_per_actor=cluster["gpus_per_actor"],
                 batch_size=batch_size,
+                sidecar=sidecar,
             )
         )
     show_report(report, time.perf_counter() - started, as_json)
@@ -169,41 +171,14 @@ def _add_on_ray(
 def _add_images(
     col: Any, args: list[str], sidecar: str | None, batch_size: int | None, progress: bool
 ) -> Any:
-    from engine.errors import BadInput
-    from engine.images import expand_image_paths
+    from engine.image_folders import image_files, image_ids, sidecar_metadata
 
-    files = expand_image_paths(args)
-    if not files:
-        raise BadInput(f"no image files found in {', '.join(args)}")
-    ids = _image_ids(files, args)
-    metadata = _sidecar_metadata(Path(sidecar), files, ids) if sidecar else None
+    files = image_files(args)
+    ids = image_ids(files, args)
+    metadata = sidecar_metadata(Path(sidecar), files, ids) if sidecar else None
     return col.add(
         images=files, ids=ids, metadata=metadata, batch_size=batch_size, progress=progress
     )
-
-
-def _sidecar_metadata(sidecar: Path, files: list[Path], ids: list[str]) -> list[dict[str, Any]]:
-    """Each image's sidecar row, keyed by its id, its path from the sidecar, or its file name."""
-    table = read_sidecar(sidecar, "file")
-    root = sidecar.resolve().parent
-    out = []
-    for ext, f in zip(ids, files, strict=True):
-        resolved = f.resolve()
-        relative = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else None
-        keys = [ext, relative, f.name]
-        out.append(next((table[k] for k in keys if k in table), {}))
-    return out
-
-
-def _image_ids(files: list[Path], args: list[str]) -> list[str]:
-    """An image's id is its path relative to the folder it was found in (stable if moved)."""
-    roots = [Path(a).resolve() for a in args if Path(a).is_dir()]
-    ids = []
-    for f in files:
-        resolved = f.resolve()
-        root = next((r for r in roots if resolved.is_relative_to(r)), None)
-        ids.append(resolved.relative_to(root).as_posix() if root else f.name)
-    return ids
 
 
 @click.command()

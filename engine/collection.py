@@ -459,29 +459,39 @@ class Collection:
         ids: Sequence[Any],
         metadata: Sequence[Any] | None,
         fingerprint: dict[str, Any],
+        *,
+        modality: str = TEXT,
     ) -> AddReport:
-        """Add texts with the vectors this collection's encoder gave for them elsewhere.
+        """Add texts (or images) with the vectors this collection's encoder gave elsewhere.
 
         Encoder actors on a cluster (``engine.distributed``) encode; this process commits. The
-        items are hashed as an ordinary text add hashes them (without the vector), so adding
-        the same rows in process afterwards, or re-running an interrupted distributed add,
-        finds them unchanged. ``fingerprint`` is the encoder's that made ``vectors``: another
-        embedding space is refused.
+        items are hashed as an ordinary add hashes them (without the vector), so adding the
+        same rows in process afterwards, or re-running an interrupted distributed add, finds
+        them unchanged. With ``modality="image"``, ``texts`` are the images' paths, stored as
+        an in-process add of those files stores them. ``fingerprint`` is the encoder's that
+        made ``vectors``: another embedding space is refused.
         """
         m = self.manifest
         check_same_fingerprint(m.name, m.encoder["fingerprint"], fingerprint)
+        if modality not in (TEXT, IMAGE):
+            raise BadInput(f"modality must be 'text' or 'image', got {modality!r}")
         report = AddReport()
-        items, given = self._prepare(texts, None, vectors, ids, metadata, report)
+        images = texts if modality == IMAGE else None
+        texts = None if images is not None else texts
+        items, given = self._prepare(texts, images, vectors, ids, metadata, report)
         with self.writer.writing() as m:
             self._write_items(m, items, given, None, False, report, own_vectors=True)
         self.recall.poke()
         return report
 
     def add_dataset(self, data: Any, **options: Any) -> AddReport:
-        """Encode a Ray dataset (or a Parquet/JSONL/CSV path) on a Ray cluster, commit here.
+        """Encode a Ray dataset (or a Parquet/JSONL/CSV path, or a folder of images) on a Ray
+        cluster, commit here.
 
         Keywords: ``text``, ``id``, ``metadata`` (fields), ``actors``, ``gpus_per_actor``,
-        ``batch_size``, ``chunk`` (rows per commit). Needs ``hubsearch[ray]``; see
+        ``batch_size``, ``chunk`` (rows per commit), ``sidecar`` (image metadata). Images get
+        the ids, metadata and decoding rules of ``hubsearch add``: one that cannot be decoded
+        is skipped and reported in ``AddReport.skipped``. Needs ``hubsearch[ray]``; see
         ``engine.distributed`` for how rows are checked, shipped and resumed.
         """
         from engine.distributed import add_dataset

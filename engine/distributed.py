@@ -26,6 +26,7 @@ Nothing in the core imports this module or Ray; ``Collection.add_dataset`` impor
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
@@ -37,14 +38,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from engine.collection import COMMIT_EVERY, AddReport, check_same_fingerprint
-from engine.documents import canonical_metadata, content_hash
-from engine.encoders import TEXT
+from engine.documents import canonical_metadata, check_metadata, content_hash
+from engine.encoders import IMAGE, TEXT
 from engine.errors import BadInput, HubsearchError, SpaceMismatch
+from engine.image_folders import image_files, image_ids, sidecar_metadata
+from engine.images import IMAGE_EXTENSIONS
 from engine.ingest import (
     PARQUET_SUFFIXES,
     Fields,
@@ -63,6 +66,8 @@ INSTALL = "pip install 'hubsearch[ray]'"
 _REMOTE_ERROR = re.compile(r"engine\.errors\.(\w+): ([^\n]+)")
 #: Rows per batch read by the checking pass (driver) and handed to an encoder actor.
 READ_BATCH = 1024
+#: Images per batch read and handed to an encoder actor (their bytes travel through Ray).
+IMAGE_BATCH = 32
 #: Bytes per Ray Data block (see ``_small_blocks``).
 BLOCK_BYTES = 1 << 20
 READABLE = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", *PARQUET_SUFFIXES}
@@ -97,6 +102,23 @@ def connect(address: str | None) -> Any:
     return ray
 
 
+#: What a source holds: rows of JSONL/CSV/Parquet files, a user's dataset, image files.
+RECORDS, DATASET, IMAGES = "records", "dataset", "images"
+
+
+class Item(NamedTuple):
+    """One row as an actor encodes it: ``content`` is the text, or the image's path on the
+    driver (what an in-process add stores and hashes); ``payload`` the text or the image's
+    bytes; ``error`` why an image cannot be taken (reported and skipped, as in process)."""
+
+    id: str
+    modality: str
+    content: str
+    metadata: str  # canonical JSON
+    payload: Any
+    error: str = ""
+
+
 @dataclass(frozen=True)
 class Source:
     """Rows for the cluster: files read by ``hubsearch add``'s own readers, or a user's dataset.
@@ -105,22 +127,40 @@ class Source:
     readers as ``hubsearch add``, so a row parses to the same record (CSV cells typed the same,
     JSONL keys absent rather than null as Arrow's JSON reader would make them) and carries its
     ``file:line`` position: messages name it and rows without an id get it as their id. A
-    user's ``ray.data.Dataset`` has no such position: its rows need an id field.
+    user's ``ray.data.Dataset`` has no such position: its rows need an id field. Images are
+    read as bytes on the driver's machine and decoded on the actor by ``engine.images`` (its
+    limits and messages); ids and metadata are fixed here, as ``hubsearch add`` fixes them.
     """
 
     dataset: Any
-    files: bool
+    kind: str
     paths: tuple[Path, ...] = ()
+
+    @property
+    def batch_rows(self) -> int:
+        """Rows per batch an actor gets: fewer images than texts, whose bytes are larger."""
+        return IMAGE_BATCH if self.kind == IMAGES else READ_BATCH
+
+    def items(self, batch: Any, fields: Fields) -> list[Item]:
+        if self.kind == IMAGES:
+            return [
+                Item(r["id"], IMAGE, r["path"], r["metadata"], r["data"], r["error"])
+                for r in batch.to_pylist()
+            ]
+        return [
+            Item(row.id, TEXT, row.text, canonical_metadata(row.metadata, row.where)[1], row.text)
+            for row in self.rows(batch, fields)
+        ]
 
     def rows(self, batch: Any, fields: Fields, first: int = 1) -> Iterator[Row]:
         """Checked rows of one batch; ``first`` numbers a dataset's rows in messages."""
         for n, raw in enumerate(batch.to_pylist(), first):
-            if self.files:
+            if self.kind == RECORDS:
                 yield to_row(raw["source"], raw["line"], json.loads(raw["record"]), fields)
                 continue
             record = plain_record(raw)
             row = to_row("dataset", n, record, fields)
-            if fields.id is None and "id" not in record:
+            if fields.id is None and record.get("id") is None:
                 raise BadInput(
                     f"{row.where}: no 'id' field: rows of a Ray dataset need ids from the data "
                     f"(id=FIELD); only files give rows a FILE:LINE position to stand in"
@@ -128,12 +168,16 @@ class Source:
             yield row
 
 
-def open_source(data: Any, readers: int = 2) -> Source:
-    """A ``ray.data.Dataset``, or the path of a file or folder of JSONL, CSV or Parquet."""
+def open_source(data: Any, readers: int = 2, sidecar: Path | None = None) -> Source:
+    """A ``ray.data.Dataset``; the path of a file or folder of JSONL, CSV or Parquet; or image
+    files (a folder of them, one image, a glob), as ``hubsearch add`` takes them."""
     ray = import_ray()
     if isinstance(data, ray.data.Dataset):
-        return Source(data, files=False)
-    path = Path(os.fspath(data))
+        return Source(data, DATASET)
+    text = os.fspath(data)
+    path = Path(text)
+    if glob.has_magic(text) and not path.exists():
+        return _image_source(ray, [text], readers, sidecar)
     if not path.exists():
         raise BadInput(f"{path}: no such file or folder")
     files = (
@@ -141,27 +185,78 @@ def open_source(data: Any, readers: int = 2) -> Source:
         if path.is_dir()
         else [path]
     )
+    if not any(f.suffix.lower() in READABLE for f in files) and any(
+        f.suffix.lower() in IMAGE_EXTENSIONS for f in files
+    ):
+        return _image_source(ray, [text], readers, sidecar)
     parts: list[dict[str, Any]] = []
     for f in files:
         if f.suffix.lower() not in READABLE:
-            raise BadInput(f"{f}: add_dataset reads JSONL, CSV and Parquet files, not {f.suffix!r}")
+            raise BadInput(
+                f"{f}: add_dataset reads JSONL, CSV and Parquet files, or images (a folder of "
+                f"nothing else), not {f.suffix!r}"
+            )
         groups = range(len(parquet_row_groups(f))) if is_parquet(f) else [-1]
         parts.extend({"path": str(f.resolve()), "group": g} for g in groups)
     if not parts:
-        raise BadInput(f"{path}: no JSONL, CSV or Parquet files in it")
-    # Readers run where the files are (this machine; Ray ships the rows to the actors) and
-    # take no CPU slot: with one actor per CPU they would otherwise wait for ever for a slot
-    # the actors hold (Ray Data's own read_parquet listed files in a 1-CPU task, and a
-    # 2-CPU cluster running 2 actors never read a row).
-    dataset = ray.data.from_items(parts).map_batches(
-        read_parts,
-        batch_size=1,
+        raise BadInput(f"{path}: no JSONL, CSV, Parquet or image files in it")
+    return Source(_read_here(ray, parts, read_parts, 1, readers), RECORDS, tuple(files))
+
+
+def _read_here(ray: Any, parts: list[dict[str, Any]], reader: Any, batch: int, size: int) -> Any:
+    """A dataset of what ``reader`` makes of ``parts``, read by tasks on this machine.
+
+    Readers run where the files are (this machine; Ray ships the rows to the actors) and
+    take no CPU slot: with one actor per CPU they would otherwise wait for ever for a slot
+    the actors hold (Ray Data's own read_parquet listed files in a 1-CPU task, and a
+    2-CPU cluster running 2 actors never read a row).
+    """
+    return ray.data.from_items(parts).map_batches(
+        reader,
+        batch_size=batch,
         batch_format="pyarrow",
         num_cpus=0,
-        compute=ray.data.TaskPoolStrategy(size=readers),
+        compute=ray.data.TaskPoolStrategy(size=size),
         label_selector=here(ray),
     )
-    return Source(dataset, files=True, paths=tuple(files))
+
+
+def _image_source(ray: Any, args: list[str], readers: int, sidecar: Path | None) -> Source:
+    """Image files with the ids and metadata an in-process ``hubsearch add`` gives them."""
+    files = image_files(args)
+    ids = image_ids(files, args)
+    metadata = sidecar_metadata(sidecar, files, ids) if sidecar else None
+    parts = [
+        {"id": i, "path": str(f), "metadata": meta}
+        for i, f, (_, meta) in zip(ids, files, check_metadata(metadata, len(ids), ids), strict=True)
+    ]
+    dataset = _read_here(ray, parts, read_images, IMAGE_BATCH, readers)
+    return Source(dataset, IMAGES, tuple(files))
+
+
+def read_images(batch: Any) -> dict[str, np.ndarray]:
+    """The bytes of a batch of image files; a file that cannot be read carries the reason
+    ``hubsearch add`` gives for it, and is reported and skipped like an undecodable one."""
+    from engine.images import open_image_file
+
+    rows = batch.to_pylist()
+    data: list[bytes] = []
+    errors: list[str] = []
+    for row in rows:
+        path = Path(row["path"])
+        try:
+            with open_image_file(path, row["path"]) as f:
+                data.append(f.read())
+            errors.append("")
+        except BadInput as exc:
+            data.append(b"")
+            errors.append(str(exc).removeprefix(f"{path}: "))
+    column = {k: np.array([r[k] for r in rows], dtype=object) for k in ("id", "path", "metadata")}
+    return {
+        **column,
+        "data": np.array(data, dtype=object),
+        "error": np.array(errors, dtype=object),
+    }
 
 
 def read_parts(parts: Any) -> Iterator[dict[str, np.ndarray]]:
@@ -198,9 +293,11 @@ def add_dataset(
     gpus_per_actor: float = 0,
     batch_size: int | None = None,
     chunk: int = COMMIT_EVERY,
+    sidecar: str | os.PathLike[str] | None = None,
     timings: dict[str, float] | None = None,
 ) -> AddReport:
-    """See ``Collection.add_dataset``. ``timings``, when given, receives the seconds of each
+    """See ``Collection.add_dataset``. ``sidecar``: image metadata keyed by file name, as
+    ``hubsearch add --sidecar`` reads it. ``timings``, when given, receives the seconds of each
     phase (``check``, ``first_batch``: actor start-up until the first encoded batch is back,
     ``encode``: the whole encoding and committing pass), which benchmarks report apart."""
     ray = import_ray()
@@ -211,7 +308,9 @@ def add_dataset(
     fields = Fields(id=id, text=text, meta=tuple(metadata or ()))
     timings = {} if timings is None else timings
     with _small_blocks(ray):
-        source = open_source(data, readers=max(1, actors))
+        source = open_source(
+            data, readers=max(1, actors), sidecar=Path(sidecar) if sidecar else None
+        )
         started = time.perf_counter()
         check_rows(source, fields)
         timings["check"] = time.perf_counter() - started
@@ -254,8 +353,12 @@ def check_rows(source: Source, fields: Fields) -> int:
 
     Files are on this machine: they are read here, as ``hubsearch add`` reads them (a pass
     through Ray cost a 2-core machine 4x the time). A dataset's rows stream through here.
+    Images have nothing more to check: their ids are their paths, and a bad image is skipped
+    and reported, as ``hubsearch add`` does, not a reason to refuse the whole add.
     """
-    if source.files:
+    if source.kind == IMAGES:
+        return len(source.paths)
+    if source.kind == RECORDS:
         return check_all(row for path in source.paths for row in iter_rows(path, fields))
     seen = IdSet()
     try:
@@ -299,12 +402,12 @@ def _encode_and_commit(
             "shipped": shipped,
             "fingerprint": manifest.encoder["fingerprint"],
             "collection": manifest.name,
-            "source": Source(None, source.files),
+            "source": Source(None, source.kind),
             "fields": fields,
             "ledger": ledger,
             "batch_size": batch_size,
         },
-        batch_size=READ_BATCH,
+        batch_size=source.batch_rows,
         batch_format="pyarrow",
         # Ray Data restarts a lost actor and retries its batch (max_restarts=-1 by default):
         # no gap, and no duplicate, since the driver commits each row by id.
@@ -313,6 +416,7 @@ def _encode_and_commit(
     )
     report = AddReport()
     fingerprint = manifest.encoder["fingerprint"]
+    modality = IMAGE if source.kind == IMAGES else TEXT
     pending: list[dict[str, Any]] = []
     waiting = 0
     # Two batches prefetched at most: backpressure, not collect-all.
@@ -320,16 +424,21 @@ def _encode_and_commit(
     for batch in unwrapped(stream):
         timings.setdefault("first_batch", time.perf_counter() - started)
         report.unchanged += int(batch["unchanged"].sum())
+        report.skipped.extend(
+            (str(path), str(error))
+            for path, error in zip(batch["text"], batch["error"], strict=True)
+            if error
+        )
         keep = ~batch["skip"]
         part = {k: batch[k][keep] for k in ("id", "text", "metadata", "vector")}
         if len(part["id"]):
             pending.append(part)
             waiting += len(part["id"])
         if waiting >= chunk:
-            _commit(col, pending, fingerprint, report)
+            _commit(col, pending, fingerprint, modality, report)
             pending, waiting = [], 0
     if pending:
-        _commit(col, pending, fingerprint, report)
+        _commit(col, pending, fingerprint, modality, report)
     timings["encode"] = time.perf_counter() - started
     return report
 
@@ -371,13 +480,15 @@ def own_error(exc: BaseException | None) -> HubsearchError | None:
     return kind(message.strip())
 
 
-def _commit(col: Any, parts: list[dict[str, Any]], fingerprint: Any, report: AddReport) -> None:
+def _commit(
+    col: Any, parts: list[dict[str, Any]], fingerprint: Any, modality: str, report: AddReport
+) -> None:
     ids = [str(i) for p in parts for i in p["id"]]
-    texts = [str(t) for p in parts for t in p["text"]]
+    contents = [str(t) for p in parts for t in p["text"]]
     metas = [json.loads(m) for p in parts for m in p["metadata"]]
     vectors = np.concatenate([np.asarray(p["vector"], dtype=np.float32) for p in parts])
     report.encoded += len(ids)
-    report.merge(col.add_encoded(texts, vectors, ids, metas, fingerprint))
+    report.merge(col.add_encoded(contents, vectors, ids, metas, fingerprint, modality=modality))
 
 
 # -- the ledger: which rows are stored already --------------------------------------------------
@@ -479,25 +590,48 @@ class EncoderActor:
     def __call__(self, batch: Any) -> dict[str, np.ndarray]:
         import ray
 
-        rows = [
-            (row, canonical_metadata(row.metadata, row.where)[1])
-            for row in self.source.rows(batch, self.fields)
-        ]
-        hashes = [content_hash(TEXT, r.text, m) for r, m in rows]
-        stored = ray.get(self.ledger.stored.remote([r.id for r, _ in rows], hashes))
-        todo = [i for i, s in enumerate(stored) if not s]
-        vectors = np.zeros((len(rows), self.encoder.dim), dtype=np.float32)
+        items = self.source.items(batch, self.fields)
+        hashes = [content_hash(it.modality, it.content, it.metadata) for it in items]
+        stored = ray.get(self.ledger.stored.remote([it.id for it in items], hashes))
+        errors = [it.error for it in items]
+        todo = [i for i, s in enumerate(stored) if not s and not errors[i]]
+        sources = self._sources(items, todo, errors)
+        todo = [i for i in todo if not errors[i]]
+        vectors = np.zeros((len(items), self.encoder.dim), dtype=np.float32)
         for start in range(0, len(todo), self.batch_size):
             part = todo[start : start + self.batch_size]
-            vectors[part] = self.encoder.encode([rows[i][0].text for i in part], TEXT)
+            vectors[part] = self.encoder.encode([sources[i] for i in part], items[part[0]].modality)
         return {
-            "id": np.array([r.id for r, _ in rows], dtype=object),
-            "text": np.array([r.text for r, _ in rows], dtype=object),
-            "metadata": np.array([m for _, m in rows], dtype=object),
+            "id": np.array([it.id for it in items], dtype=object),
+            "text": np.array([it.content for it in items], dtype=object),
+            "metadata": np.array([it.metadata for it in items], dtype=object),
             "vector": vectors,
-            "skip": np.array(stored, dtype=bool),
+            "skip": np.array([s or bool(e) for s, e in zip(stored, errors, strict=True)]),
             "unchanged": np.array(stored, dtype=np.int64),
+            "error": np.array(errors, dtype=object),
         }
+
+    def _sources(self, items: list[Item], todo: list[int], errors: list[str]) -> dict[int, Any]:
+        """What the encoder takes for each row to encode: the text, or the decoded image.
+
+        Images are decoded here by ``engine.images`` with the in-process add's limits (a
+        decompression bomb is refused from its header) and reduction for this encoder; one
+        that cannot be decoded gets its reason in ``errors`` and is skipped.
+        """
+        from engine.images import as_rgb_array, decode_min_side
+
+        sources: dict[int, Any] = {}
+        min_side = decode_min_side(self.encoder)
+        for i in todo:
+            it = items[i]
+            if it.modality != IMAGE:
+                sources[i] = it.payload
+                continue
+            try:
+                sources[i] = as_rgb_array(it.payload, it.content, min_side=min_side)
+            except BadInput as exc:
+                errors[i] = str(exc).removeprefix(f"{it.content}: ")
+        return sources
 
 
 def check_fingerprint(encoder: Any, name: str, fingerprint: dict[str, Any]) -> None:

@@ -96,22 +96,31 @@ def as_rgb_array(item: Any, label: str, *, min_side: int | None = None) -> np.nd
         return _decode(io.BytesIO(bytes(item)), label, min_side)
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise BadInput(f"{label}: cannot read {path} ({exc.strerror or exc})") from None
-        if not path.is_file():
-            raise BadInput(f"{label}: {path} is not a file")
-        if size == 0:
-            raise BadInput(f"{label}: {path} is an empty file")
-        try:
-            with open(path, "rb") as f:
-                return _decode(f, label, min_side)
-        except OSError as exc:
-            raise BadInput(f"{label}: cannot read {path} ({exc.strerror or exc})") from None
+        with open_image_file(path, label) as f:
+            return _decode(f, label, min_side)
     raise BadInput(
         f"{label}: expected an image path, bytes, PIL image or array, got {type(item).__name__}"
     )
+
+
+@contextmanager
+def open_image_file(path: Path, label: str) -> Iterator[Any]:
+    """``path`` opened for reading, or a :class:`BadInput` starting with ``label`` (missing,
+    not a file, empty, unreadable): what an add reports for a file it cannot take, whether it
+    decodes the file here or reads its bytes for an encoder elsewhere."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise BadInput(f"{label}: cannot read {path} ({exc.strerror or exc})") from None
+    if not path.is_file():
+        raise BadInput(f"{label}: {path} is not a file")
+    if size == 0:
+        raise BadInput(f"{label}: {path} is an empty file")
+    try:
+        with open(path, "rb") as f:
+            yield f
+    except OSError as exc:
+        raise BadInput(f"{label}: cannot read {path} ({exc.strerror or exc})") from None
 
 
 def iter_images(

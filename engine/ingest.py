@@ -226,15 +226,16 @@ def to_row(source: str, line: int, record: dict[str, Any], fields: Fields) -> Ro
     if not text.strip():
         raise BadInput(f"{where}: field {fields.text!r} is empty")
     check_text_size(text, where)
+    # A null id is an absent one (Parquet and Arrow write a missing key as null), never "None".
     if fields.id is not None:
-        if fields.id not in record or str(record[fields.id]).strip() == "":
+        if record.get(fields.id) is None or str(record[fields.id]).strip() == "":
             raise BadInput(f"{where}: no {fields.id!r} field (the id field, see --id-field)")
         ext_id = str(record[fields.id])
         id_key = fields.id
-    elif "id" in record:
+    elif record.get("id") is not None:
         ext_id, id_key = str(record["id"]), "id"
     else:
-        ext_id, id_key = where, None
+        ext_id, id_key = where, "id" if "id" in record else None
     if fields.meta:
         metadata = {k: record[k] for k in fields.meta if k in record}
     else:

@@ -72,6 +72,17 @@ def test_a_bad_row_stops_the_add_before_anything_is_written(run, tmp_path, row, 
     assert json.loads(run("info", "faq", "--json").output)["count"] == 0
 
 
+def test_a_null_id_is_a_missing_id_not_the_text_none(run, tmp_path):
+    rows = [{"ticket": f"t{i}", "text": f"row {i}"} for i in range(5)] + [{"text": "no id"}]
+    path = write_parquet(tmp_path / "kb.parquet", rows)  # the last row's ticket is null
+    result = run("add", "faq", str(path), "--id-field", "ticket", ok=False)
+    assert "kb.parquet:6: no 'ticket' field" in result.output
+    mixed = [{"id": "a", "text": "has an id"}, {"id": None, "text": "null id"}]
+    run("add", "faq", str(write_parquet(tmp_path / "ids.parquet", mixed)))
+    assert [d["id"] for d in docs(run, "a", "ids.parquet:2")] == ["a", "ids.parquet:2"]
+    assert docs(run, "ids.parquet:2")[0]["metadata"] == {}  # no "id": null kept as metadata
+
+
 def test_duplicates_across_files_are_refused(run, tmp_path):
     a = write_parquet(tmp_path / "a.parquet", [{"id": "x", "text": "one"}])
     b = tmp_path / "b.jsonl"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -198,11 +199,15 @@ print("finished")
 """
 
 
-@pytest.mark.slow  # a second driver process joins the cluster: ~40 s on 2 loaded cores
+@pytest.mark.slow  # a second driver process joins the cluster: ~60 s on 2 loaded cores
 def test_a_killed_driver_is_resumed_without_re_encoding_what_was_committed(
     cluster, engine, tmp_path
 ):
-    rows = tickets(2000)
+    # Actors get ~1,024 rows a call (6 s each here); 4 calls leave the test a window of ~18 s
+    # to see the first commit and kill the driver, even on a loaded machine (with 2,000 rows
+    # the driver, behind its actor, committed the second call right after the first).
+    n = 4000
+    rows = tickets(n)
     path = write_parquet(tmp_path / "kb.parquet", rows, row_group_size=100)
     col = engine.create("faq", encoder="fake-hash", index="flat", options={"dim": 64})
     address = ray.get_runtime_context().gcs_address
@@ -219,13 +224,13 @@ def test_a_killed_driver_is_resumed_without_re_encoding_what_was_committed(
         proc.send_signal(signal.SIGKILL)
         out = proc.communicate()[0].decode()
     committed = col.count()
-    assert 200 <= committed < 2000, out[-2000:]
+    assert 200 <= committed < n, out[-2000:]
     report = col.add_dataset(path, text="body", id="ticket", actors=1, chunk=500)
-    assert col.count() == 2000
-    assert report.unchanged == committed and report.encoded == 2000 - committed
-    assert report.added == 2000 - committed
+    assert col.count() == n
+    assert report.unchanged == committed and report.encoded == n - committed
+    assert report.added == n - committed
     docs = col.get([r["ticket"] for r in rows])
-    assert len({d.internal_id for d in docs}) == 2000
+    assert len({d.internal_id for d in docs}) == n
 
 
 @pytest.mark.parametrize(
@@ -247,6 +252,44 @@ def test_bad_rows_are_reported_with_their_position_before_anything_is_written(
     assert col.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"ticket": "t7", "body": "dup"}, "dataset:41: duplicate id 't7' (first at dataset:8)"),
+        ({"ticket": "x", "body": ""}, "dataset:41: field 'body' is empty"),
+        ({"body": "no id"}, "dataset:41: no 'ticket' field"),  # null in Arrow: not "None"
+    ],
+)
+def test_bad_rows_of_a_ray_dataset_are_reported_by_row_number(
+    cluster, engine, bad, message
+):
+    """A user's dataset has no FILE:LINE: its rows are numbered from 1 in messages."""
+    data = ray.data.from_items([*tickets(40), {"lang": "en", **bad}, *tickets(10, 100)])
+    col = engine.create("bad", encoder="fake-hash", index="flat", options={"dim": 64})
+    with pytest.raises(BadInput) as info:
+        col.add_dataset(data, text="body", id="ticket")
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert col.count() == 0
+
+
+def test_a_tuned_collection_gets_base_vectors_from_actors_and_its_head_here(
+    cluster, engine, tmp_path
+):
+    """The head is the driver's: actors encode in the base space, the commit maps them."""
+    from test_tune import desk, utterance
+
+    col = desk(engine)
+    assert col.tune(label_field="intent", seed=0).committed
+    rng = random.Random(5)
+    new = [{"ticket": f"new{i}", "body": utterance(3, rng), "intent": "intent3"} for i in range(5)]
+    col.add_dataset(write_jsonl(tmp_path / "new.jsonl", new), text="body", id="ticket")
+    hit = col.search(new[0]["body"], k=1)[0]
+    assert hit.id == "new0" and hit.similarity == pytest.approx(1.0, abs=1e-5)
+    base = col.encoder.encode([r["body"] for r in new], "text")
+    stored = vectors_of(col, [r["ticket"] for r in new])  # the base vectors, as in process
+    assert np.einsum("ij,ij->i", stored, base).min() >= 0.99999
+
+
 def test_cli_add_with_ray(cluster, tmp_path):
     home = tmp_path / "home"
     path = write_parquet(tmp_path / "kb.parquet", tickets(300), row_group_size=100)
@@ -264,6 +307,99 @@ def test_cli_add_with_ray(cluster, tmp_path):
     assert got["metadata"] == {"lang": "en"} and got["content"].startswith("card problem 42 ")
     again = run("add", "faq", str(path), *args, "--ray", "auto", "--json")
     assert json.loads(again)["unchanged"] == 300
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """Real photos in sub-folders, a note that is no image, and three images an add skips:
+    undecodable, empty, and a 34-byte WebP declaring 16,000 x 16,000 (a decode bomb)."""
+    from photos import real_photos, webp_header
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("catalogue")
+    photos = real_photos()
+    good = {
+        "shelf/coffee.jpg": photos["coffee"],
+        "shelf/chelsea.jpg": photos["chelsea"],
+        "shelf/deep/rocket.png": photos["rocket"][::2, ::2],
+        "china.jpg": photos["china"][::2, ::2],
+        "camera.gif": photos["camera"][::2, ::2],
+    }
+    for name, image in good.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / name)
+    bad = {
+        "shelf/broken.jpg": b"\xff\xd8\xff\xe0 definitely not a jpeg",
+        "empty.png": b"",
+        "bomb.webp": webp_header(16_000, 16_000),
+    }
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    (folder / "notes.txt").write_text("not an image: neither add takes it")
+    return folder, sorted(good), sorted(bad)
+
+
+def add_json(run, *args):
+    return json.loads(run(*args, "--json").strip().splitlines()[-1])
+
+
+@pytest.mark.slow  # the real EfficientNet on an actor and in process: ~60 s on 2 loaded cores
+def test_an_image_folder_on_ray_is_added_as_hubsearch_add_adds_it(
+    cluster, tmp_path, image_folder
+):
+    """Same ids, vectors and skipped images (by path, with the same reasons) as in process."""
+    folder, good, bad = image_folder
+    home = tmp_path / "home"
+
+    def run(*args):
+        result = CliRunner().invoke(cli, ["--home", str(home), *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("create", "on-ray", "--encoder", "efficientnet")
+    run("create", "in-process", "--encoder", "efficientnet")
+    on_ray = add_json(run, "add", "on-ray", str(folder), "--ray", "auto", "--actors", "1")
+    local = add_json(run, "add", "in-process", str(folder))
+    assert on_ray["added"] == local["added"] == len(good)
+    skipped = {item["item"]: item["reason"] for item in on_ray["skipped_items"]}
+    assert skipped == {item["item"]: item["reason"] for item in local["skipped_items"]}
+    assert sorted(skipped) == sorted(str(folder / name) for name in bad)
+    assert "MiB to decode" in skipped[str(folder / "bomb.webp")]
+    assert "empty" in skipped[str(folder / "empty.png")]
+    engine = Engine(home)
+    ray_col, local_col = engine.open("on-ray"), engine.open("in-process")
+    assert ray_col.count() == len(good)  # nothing written for the skipped images
+    assert ray_col.get(bad) == [None] * len(bad)
+    a, b = ray_col.get(good), local_col.get(good)  # ids: paths inside the folder
+    assert [(d.content, d.metadata) for d in a] == [(d.content, d.metadata) for d in b]
+    assert a[0].content == str(folder / good[0])
+    va, vb = vectors_of(ray_col, good), vectors_of(local_col, good)
+    assert np.einsum("ij,ij->i", va, vb).min() >= 0.99999
+    # hashed as in process: an in-process add of the folder finds every image unchanged
+    assert add_json(run, "add", "on-ray", str(folder))["unchanged"] == len(good)
+
+
+def test_image_folder_with_a_sidecar_two_actors_and_a_re_run(cluster, engine, image_folder):
+    """Sidecar metadata as `hubsearch add --sidecar` reads it; a re-run encodes nothing."""
+    from PIL import Image
+
+    folder, good, bad = image_folder
+    sidecar = folder.parent / f"{folder.name}-meta.csv"
+    sidecar.write_text("file,price\n" + "".join(f"{n},{i}\n" for i, n in enumerate(good)))
+    col = engine.create("pixels", encoder="fake-pixels", index="flat")
+    report = col.add_dataset(folder, actors=2, sidecar=sidecar)
+    assert (report.added, report.encoded) == (len(good), len(good))
+    assert sorted(item for item, _ in report.skipped) == sorted(str(folder / n) for n in bad)
+    docs = col.get(good)
+    assert [d.metadata for d in docs] == [{"price": i} for i in range(len(good))]
+    expected = col.encoder.encode(
+        [np.asarray(Image.open(folder / n).convert("RGB")) for n in good], "image"
+    )
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.einsum("ij,ij->i", vectors_of(col, good), expected).min() >= 0.99999
+    again = col.add_dataset(folder, actors=1, sidecar=sidecar)
+    assert (again.unchanged, again.encoded, again.added) == (len(good), 0, 0)
+    assert len(again.skipped) == len(bad)  # still reported: they are still not images
 
 
 def test_cli_without_ray_says_what_to_install(tmp_path, fake_site, monkeypatch):
