@@ -56,10 +56,7 @@ _ASCII_SPLIT = re.compile(rf"[{re.escape(JOINERS)}]+")
 # ASCII lowered, everything but letters, digits and joiners made a space: what is left splits
 # on spaces into _ASCII_TOKEN's words once their leading and trailing joiners are stripped.
 _ASCII_WORDS = str.maketrans(
-    {
-        c: c.lower() if c.isalnum() or c in JOINERS else " "
-        for c in map(chr, range(128))
-    }
+    {c: c.lower() if c.isalnum() or c in JOINERS else " " for c in map(chr, range(128))}
 )
 _ASCII_PART = re.compile("[a-z0-9]+")
 _DENSE_CHAR = re.compile(f"[{_DENSE}]")
