@@ -385,9 +385,9 @@ class Store:
         d = documents.c
         dialect = self.engine.dialect.name
         keyword_store.require_sqlite(dialect)
-        condition = visible(gen)
+        condition = None
         if where is not None:  # compiled up front: a bad filter is BadInput before any query
-            condition = and_(condition, compile_where(where, d.id, meta, d.modality, dialect))
+            condition = and_(visible(gen), compile_where(where, d.id, meta, d.modality, dialect))
         with self.engine.connect() as conn:
             terms = {t for u in units for t in u}
             df = self.term_stats.frequencies(conn, terms, total)
@@ -395,9 +395,10 @@ class Store:
             if fts_query is None:
                 return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
             rows = None
-            if where is None:
+            if condition is None:  # no filter: rank by bm25 first, read documents for the best
                 rows = keyword_store.top_first(conn, fts_query, gen, limit)
             if rows is None:
+                condition = visible(gen) if condition is None else condition
                 query = keyword_store.ranked(fts_query, d.id, condition, limit)
                 sql, params = _compiled(conn, query)
                 rows = conn.exec_driver_sql(sql, params).fetchall()
