@@ -75,9 +75,8 @@ def end_to_end(encoder, paths: list[Path], batch: int, workers: int | None) -> t
 
 def decode_only(encoder, paths: list[Path], workers: int | None) -> tuple[float, list]:
     started = time.perf_counter()
-    arrays = [
-        r.array for r in iter_images(paths, min_side=decode_min_side(encoder), workers=workers)
-    ]
+    arrays = [r.array for r in iter_images(paths, min_side=decode_min_side(encoder),
+                                           workers=workers)]
     return len(arrays) / (time.perf_counter() - started), arrays
 
 
@@ -92,7 +91,8 @@ def query_latency(encoder, paths: list[Path], count: int = 50) -> list[float]:
     times = []
     for path in paths[:count]:
         started = time.perf_counter()
-        encoder.encode([as_rgb_array(path, str(path), min_side=decode_min_side(encoder))], "image")
+        encoder.encode([as_rgb_array(path, str(path), min_side=decode_min_side(encoder))],
+                       "image")
         times.append((time.perf_counter() - started) * 1000)
     return times
 

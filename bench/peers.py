@@ -32,12 +32,8 @@ sys.path[:0] = [str(REPO)]
 SYSTEMS = ("hubsearch-auto", "hubsearch-flat", "chroma", "txtai")
 BANKING_SYSTEMS = ("hubsearch-auto", "chroma", "txtai")
 PHASE_ORDER = ("ingest", "open", "query", "add", "delete", "verify")
-RATIOS = (
-    ("hubsearch-auto", "chroma"),
-    ("hubsearch-auto", "txtai"),
-    ("hubsearch-flat", "chroma"),
-    ("hubsearch-flat", "txtai"),
-)
+RATIOS = (("hubsearch-auto", "chroma"), ("hubsearch-auto", "txtai"),
+          ("hubsearch-flat", "chroma"), ("hubsearch-flat", "txtai"))
 MARK = "@@PEERS@@"
 
 
@@ -57,7 +53,7 @@ def run_child(args: list[str], log: Path, timeout: float) -> dict[str, Any]:
     lines = [x for x in done.stdout.splitlines() if x.startswith(MARK)]
     if done.returncode != 0 or not lines:
         return {"error": f"exit {done.returncode}; see {log}"}
-    return {**json.loads(lines[-1][len(MARK) :]), "load_before": load}
+    return {**json.loads(lines[-1][len(MARK):]), "load_before": load}
 
 
 def child(opts: argparse.Namespace) -> None:
@@ -87,27 +83,12 @@ def measure_size(n: int, opts: argparse.Namespace, work: Path, log: Path) -> dic
         path.parent.mkdir(parents=True, exist_ok=True)
         results[system] = {}
         for phase in PHASE_ORDER:
-            args = [
-                "--phase",
-                phase,
-                "--system",
-                system,
-                "--size",
-                str(n),
-                "--path",
-                str(path),
-                "--corpus",
-                str(corpus.folder),
-                "--queries",
-                str(opts.queries),
-            ]
+            args = ["--phase", phase, "--system", system, "--size", str(n), "--path", str(path),
+                    "--corpus", str(corpus.folder), "--queries", str(opts.queries)]
             out = run_child(args, log, opts.timeout)
             results[system][phase] = out
-            print(
-                f"  {n:>7} {system:<15} {phase:<7} "
-                f"{'ERROR ' + out['error'] if 'error' in out else 'ok'}",
-                flush=True,
-            )
+            print(f"  {n:>7} {system:<15} {phase:<7} "
+                  f"{'ERROR ' + out['error'] if 'error' in out else 'ok'}", flush=True)
             if "error" in out and phase == "ingest":
                 break
         shutil.rmtree(path, ignore_errors=True)
@@ -169,7 +150,8 @@ def cell(res: dict, system: str, key: Any) -> Any:
 def table(n: int, res: dict, systems: list[str]) -> str:
     ratios = [(a, b) for a, b in RATIOS if a in systems and b in systems]
     head = ["metric", *systems, *(f"{a.split('-')[1]} / {b}" for a, b in ratios)]
-    lines = [f"### {n:,} documents", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"### {n:,} documents", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
     for label, key, fmt in ROWS:
         vals = [cell(res, s, key) for s in systems]
         out = [label, *("—" if v is None else fmt.format(v) for v in vals)]
@@ -186,48 +168,35 @@ def goals(res: dict) -> list[str]:
     h, c = "hubsearch-auto", "chroma"
     if h not in res or c not in res:
         return ["- not checked: they compare hubsearch-auto with chroma; run both"]
-
     def ratio(*keys: str) -> float:
         return _get(res, h, *keys) / _get(res, c, *keys)
 
     try:
         checks = [
             ("ingest >= 3x Chroma docs/s", ratio("ingest", "docs_per_s"), lambda r: r >= 3),
-            (
-                "filtered p50 <= 1/5 of Chroma's",
-                ratio("query", "filtered", "p50_ms"),
-                lambda r: r <= 0.2,
-            ),
-            (
-                "filtered recall@10 >= 0.99",
-                _get(res, h, "query", "filtered", "recall"),
-                lambda r: r >= 0.99,
-            ),
-            (
-                "unfiltered p50 no slower than Chroma's",
-                ratio("query", "plain", "p50_ms"),
-                lambda r: r <= 1,
-            ),
+            ("filtered p50 <= 1/5 of Chroma's", ratio("query", "filtered", "p50_ms"),
+             lambda r: r <= 0.2),
+            ("filtered recall@10 >= 0.99", _get(res, h, "query", "filtered", "recall"),
+             lambda r: r >= 0.99),
+            ("unfiltered p50 no slower than Chroma's", ratio("query", "plain", "p50_ms"),
+             lambda r: r <= 1),
             ("peak RSS <= Chroma's", peak_rss(res, h) / peak_rss(res, c), lambda r: r <= 1),
         ]
     except (TypeError, ZeroDivisionError):
         return ["goals: not checked (a phase failed)"]
-    return [
-        f"- {name}: {value:.2f} -> {'met' if ok(value) else 'MISSED'}" for name, value, ok in checks
-    ]
+    return [f"- {name}: {value:.2f} -> {'met' if ok(value) else 'MISSED'}"
+            for name, value, ok in checks]
 
 
 def banking_table(res: dict) -> str:
     head = ["BANKING77 (use-multilingual)", *res]
-    rows = [
-        ("model load + warm-up s", "model_load_s", "{:.1f}"),
-        ("ingest s (encode+index+persist)", "ingest_s", "{:.1f}"),
-        ("ingest docs/s", "docs_per_s", "{:.0f}"),
-        ("3,080 queries s (encode+search)", "query_s", "{:.1f}"),
-        ("kNN@1 accuracy", "knn1", "{:.4f}"),
-        ("peak RSS MB", "rss_mb", "{:,.0f}"),
-        ("disk MB", "disk_mb", "{:.1f}"),
-    ]
+    rows = [("model load + warm-up s", "model_load_s", "{:.1f}"),
+            ("ingest s (encode+index+persist)", "ingest_s", "{:.1f}"),
+            ("ingest docs/s", "docs_per_s", "{:.0f}"),
+            ("3,080 queries s (encode+search)", "query_s", "{:.1f}"),
+            ("kNN@1 accuracy", "knn1", "{:.4f}"),
+            ("peak RSS MB", "rss_mb", "{:,.0f}"),
+            ("disk MB", "disk_mb", "{:.1f}")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, key, fmt in rows:
         vals = ["—" if res[s].get(key) is None else fmt.format(res[s][key]) for s in res]
@@ -245,30 +214,19 @@ def environment() -> dict[str, Any]:
     def commit() -> str:
         """The hubsearch code measured: HEAD, and whether engine code had uncommitted edits."""
         try:
-            head = subprocess.run(
-                ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            dirty = subprocess.run(
-                ["git", "-C", str(REPO), "status", "--porcelain", "engine", "indexes", "plugins"],
-                capture_output=True,
-                text=True,
-            ).stdout
+            head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "engine",
+                                    "indexes", "plugins"], capture_output=True, text=True).stdout
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
         return head + (" + uncommitted edits" if dirty.strip() else "")
 
     with open("/proc/cpuinfo") as f:
-        cpu = next(
-            (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-            platform.processor(),
-        )
+        cpu = next((line.split(":", 1)[1].strip() for line in f
+                    if line.startswith("model name")), platform.processor())
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
+        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
         "hubsearch_commit": commit(),
         **{p: ver(p) for p in ("hubsearch", "chromadb", "txtai", "faiss-cpu", "numpy", "torch")},
@@ -279,31 +237,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument(
-        "--sizes",
-        type=int,
-        nargs="*",
-        default=[10_000, 100_000],
-        help="corpus sizes; none (a bare --sizes) runs only the BANKING77 part",
-    )
+    ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000],
+                    help="corpus sizes; none (a bare --sizes) runs only the BANKING77 part")
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     ap.add_argument("--queries", type=int, default=1000)
-    ap.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: 2,000 docs, 200 queries, 1,000 BANKING77 texts",
-    )
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 2,000 docs, 200 queries, 1,000 BANKING77 texts")
     ap.add_argument("--skip-banking", action="store_true")
     ap.add_argument("--banking-limit", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--work", default=None, help="scratch folder (default: a new temp folder)")
     ap.add_argument("--json", default=None, help="also write all figures to this file")
     ap.add_argument("--timeout", type=float, default=1200)
-    ap.add_argument(
-        "--omp-threads",
-        type=int,
-        default=None,
-        help="set OMP_NUM_THREADS for every phase (default: the libraries' own)",
-    )
+    ap.add_argument("--omp-threads", type=int, default=None,
+                    help="set OMP_NUM_THREADS for every phase (default: the libraries' own)")
     for hidden in ("--phase", "--system", "--size", "--path", "--corpus"):
         ap.add_argument(hidden, help=argparse.SUPPRESS, type=int if hidden == "--size" else str)
     opts = ap.parse_args()

@@ -21,31 +21,9 @@ CATEGORIES = 20
 LANGS = ("en", "de", "fr", "es", "zh")
 EXTRA = 1000  # documents the "add 1,000" phase appends
 WORDS = [
-    "card",
-    "pin",
-    "transfer",
-    "refund",
-    "fee",
-    "account",
-    "balance",
-    "limit",
-    "top-up",
-    "exchange",
-    "rate",
-    "cash",
-    "atm",
-    "verify",
-    "identity",
-    "password",
-    "phone",
-    "lost",
-    "stolen",
-    "declined",
-    "pending",
-    "charge",
-    "salary",
-    "travel",
-    "freeze",
+    "card", "pin", "transfer", "refund", "fee", "account", "balance", "limit", "top-up",
+    "exchange", "rate", "cash", "atm", "verify", "identity", "password", "phone", "lost",
+    "stolen", "declined", "pending", "charge", "salary", "travel", "freeze",
 ]
 K = 10
 
@@ -105,13 +83,14 @@ def texts_and_metadata(corpus: Corpus, rows: np.ndarray) -> tuple[list[str], lis
     category, lang = corpus.labels()
     picks = np.random.default_rng(7).integers(0, len(WORDS), size=(corpus.n + EXTRA, 5))
     texts = [" ".join(WORDS[j] for j in picks[r]) + f" #{r}" for r in rows.tolist()]
-    metas = [{"category": int(category[r]), "lang": LANGS[int(lang[r])]} for r in rows.tolist()]
+    metas = [
+        {"category": int(category[r]), "lang": LANGS[int(lang[r])]} for r in rows.tolist()
+    ]
     return texts, metas
 
 
-def _draw(
-    rng: np.random.Generator, n: int, centres: np.ndarray, basis: np.ndarray, share: np.ndarray
-) -> np.ndarray:
+def _draw(rng: np.random.Generator, n: int, centres: np.ndarray, basis: np.ndarray,
+          share: np.ndarray) -> np.ndarray:
     cluster = rng.choice(len(centres), size=n, p=share)
     out = np.empty((n, DIM), np.float32)
     for start in range(0, n, 20_000):

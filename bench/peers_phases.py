@@ -102,7 +102,8 @@ def _latencies(s: Any, q: np.ndarray, cats: np.ndarray | None) -> tuple[np.ndarr
 
 def _recall(found: list[list[str]], truth: np.ndarray) -> tuple[float, float]:
     hits = [
-        len({row_of(d) for d in f} & set(t.tolist())) / K for f, t in zip(found, truth, strict=True)
+        len({row_of(d) for d in f} & set(t.tolist())) / K
+        for f, t in zip(found, truth, strict=True)
     ]
     short = sum(len(f) < K for f in found) / len(found)
     return float(np.mean(hits)), short

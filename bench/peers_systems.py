@@ -65,12 +65,8 @@ class Hubsearch:
 
             sub = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("hnsw.")}
             graph = HnswIndex(m.dim, **(sub if self.kind == "auto" else params))
-            params = {
-                "M": graph.M,
-                "efConstruction": graph.ef_construction,
-                "efSearch": graph.ef_search,
-                **params,
-            }
+            params = {"M": graph.M, "efConstruction": graph.ef_construction,
+                      "efSearch": graph.ef_search, **params}
         return {
             "version": version("hubsearch"),
             "index": self.kind if self.kind != "auto" else f"auto -> {active}",

@@ -71,12 +71,12 @@ def extraction(pairs_file: Path, size: int, cache: Path) -> dict[str, dict[str, 
     with Clock() as texts:
         text_features(captions, text, FeatureCache(cache, "use-m3", text.fingerprint()))
     # Captions repeat (72 attribute sets, 5 templates): the cache computes each distinct one once.
-    return {"images": images.rates(extracted.computed), "captions": texts.rates(len(set(captions)))}
+    return {"images": images.rates(extracted.computed),
+            "captions": texts.rates(len(set(captions)))}
 
 
-def training(
-    pairs_file: Path, out: Path, size: int, cache: Path, epochs: int, fine_tune: int
-) -> dict[str, float]:
+def training(pairs_file: Path, out: Path, size: int, cache: Path, epochs: int,
+             fine_tune: int) -> dict[str, float]:
     from plugins.clip_towers.fit import FitConfig
     from plugins.clip_towers.train import TrainConfig, train_towers
 
@@ -118,11 +118,8 @@ def towers(out: Path, pairs_file: Path, items: int) -> dict[str, dict[str, float
     with Clock() as file_clock:
         decoded = [r.array for r in iter_images(paths, min_side=decode_min_side(encoder))]
         encoder.encode(decoded, "image")
-    return {
-        "texts": text_clock.rates(len(texts)),
-        "images_model": model_clock.rates(len(arrays)),
-        "images_from_files": file_clock.rates(len(paths)),
-    }
+    return {"texts": text_clock.rates(len(texts)), "images_model": model_clock.rates(len(arrays)),
+            "images_from_files": file_clock.rates(len(paths))}
 
 
 def recall(out: Path, held_out: dict[str, Path]) -> dict[str, dict[str, float]]:
@@ -134,9 +131,8 @@ def recall(out: Path, held_out: dict[str, Path]) -> dict[str, dict[str, float]]:
     figures = {}
     for language, path in held_out.items():
         report = evaluate_towers(encoder, path, group_field="group")
-        figures[language] = {
-            f"{way}@{k}": v for way, r in report.recall.items() for k, v in r.items() if k in (1, 5)
-        }
+        figures[language] = {f"{way}@{k}": v for way, r in report.recall.items()
+                             for k, v in r.items() if k in (1, 5)}
     return figures
 
 
@@ -165,14 +161,8 @@ def main() -> None:
             "cpu_cores": os.cpu_count(),
             "generate_s": generated,
             "extraction": extraction(files["en"], args.image_size, cache),
-            "training": training(
-                files["en"],
-                root / "towers",
-                args.image_size,
-                cache,
-                args.epochs,
-                args.fine_tune_epochs,
-            ),
+            "training": training(files["en"], root / "towers", args.image_size, cache,
+                                 args.epochs, args.fine_tune_epochs),
             "towers": towers(root / "towers", files["en"], args.tower_items),
             "held_out_recall": recall(root / "towers", held_out),
         }
@@ -180,29 +170,20 @@ def main() -> None:
         print(json.dumps(results))
         return
     ex, tr, tw = results["extraction"], results["training"], results["towers"]
-    print(
-        f"{args.pairs} pairs at {args.image_size} px, {os.cpu_count()} CPU cores "
-        f"(generated in {generated:.1f} s)"
-    )
-    print(
-        f"backbone features   images {ex['images']['per_s']:8.1f}/s "
-        f"({ex['images']['cpu_ms_each']:.1f} CPU ms each), captions "
-        f"{ex['captions']['per_s']:8.1f}/s ({ex['captions']['cpu_ms_each']:.2f} CPU ms each)"
-    )
-    print(
-        f"training            heads epoch {tr['heads_epoch_s']:.2f} s, fine-tune epoch "
-        f"{tr['fine_tune_epoch_s']:.2f} s ({tr['train_pairs']} pairs); whole run "
-        f"{tr['whole_run_s']:.1f} s incl. model loading and export"
-    )
-    print(
-        f"towers              texts {tw['texts']['per_s']:8.1f}/s, images (model) "
-        f"{tw['images_model']['per_s']:8.1f}/s, images (files) "
-        f"{tw['images_from_files']['per_s']:8.1f}/s"
-    )
+    print(f"{args.pairs} pairs at {args.image_size} px, {os.cpu_count()} CPU cores "
+          f"(generated in {generated:.1f} s)")
+    print(f"backbone features   images {ex['images']['per_s']:8.1f}/s "
+          f"({ex['images']['cpu_ms_each']:.1f} CPU ms each), captions "
+          f"{ex['captions']['per_s']:8.1f}/s ({ex['captions']['cpu_ms_each']:.2f} CPU ms each)")
+    print(f"training            heads epoch {tr['heads_epoch_s']:.2f} s, fine-tune epoch "
+          f"{tr['fine_tune_epoch_s']:.2f} s ({tr['train_pairs']} pairs); whole run "
+          f"{tr['whole_run_s']:.1f} s incl. model loading and export")
+    print(f"towers              texts {tw['texts']['per_s']:8.1f}/s, images (model) "
+          f"{tw['images_model']['per_s']:8.1f}/s, images (files) "
+          f"{tw['images_from_files']['per_s']:8.1f}/s")
     for language, figures in results["held_out_recall"].items():
-        print(
-            f"held-out recall {language}  " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items())
-        )
+        print(f"held-out recall {language}  " + ", ".join(f"{k} {v:.3f}"
+                                                        for k, v in figures.items()))
 
 
 if __name__ == "__main__":
