@@ -117,6 +117,29 @@ def build(out: Path) -> list[dict[str, str]]:
     return rows
 
 
+def halves(n: int) -> tuple[list[int], list[int]]:
+    """The queries' dev and test halves (positions among the asked queries), by a fixed seed:
+    defaults are chosen on dev, figures reported on test, by every script scoring this set."""
+    order = list(range(n))
+    random.Random(0).shuffle(order)
+    return order[: n // 2], order[n // 2 :]
+
+
+def timed(test: list[int], n: int = 300) -> list[int]:
+    """The fixed sample of test queries whose latency is measured (the same in every script)."""
+    return random.Random(2).sample(test, min(n, len(test)))
+
+
+def metrics(rankings: list[list[int]], truth: list[int]) -> tuple[float, float]:
+    """MRR@10 and recall@10 in percent: ``rankings`` are document positions, best first."""
+    rr, hit = [], []
+    for ranks, want in zip(rankings, truth, strict=True):
+        top = list(ranks[:10])
+        rr.append(1 / (top.index(want) + 1) if want in top else 0.0)
+        hit.append(want in top)
+    return 100 * sum(rr) / len(rr), 100 * sum(hit) / len(hit)
+
+
 if __name__ == "__main__":
     rows = build(Path(__file__).parent / "out" / "manpages.jsonl")
     print(len(rows), "pages,", sum(r["ask"] for r in rows), "queries")

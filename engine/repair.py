@@ -55,6 +55,8 @@ def diagnose(folder: Path, registry: Any) -> list[str]:
             return problems + ([snap] if snap else [])
         problems.extend(_index_problems(folder, store, registry, m))
         problems.extend(_unrecoverable_problem(store, m))
+        if m.keyword is not None:
+            problems.extend(store.check_keywords())
     except CorruptCollection as exc:
         problems = [str(exc)]
     finally:
@@ -103,6 +105,10 @@ def repair(
             index_problems = _index_problems(folder, store, registry, m)
             actions.extend(index_problems)
             rebuild = bool(index_problems)
+        if m.keyword is not None and store.check_keywords():
+            # Built from the stored texts in one transaction, as `reindex --keyword` does.
+            rows = store.build_keywords()
+            actions.append(f"rebuilt the keyword index from the stored texts ({rows} rows)")
         lost = _still_lost(store, m)
         if len(lost) and drop_unrecoverable:
             m = _drop(folder, m, store, lost, actions)

@@ -385,23 +385,34 @@ class Store:
         d = documents.c
         dialect = self.engine.dialect.name
         keyword_store.require_sqlite(dialect)
-        condition = visible(gen)
-        if where is not None:
-            condition = and_(condition, compile_where(where, d.id, meta, d.modality, dialect))
+        condition = None
+        if where is not None:  # compiled up front: a bad filter is BadInput before any query
+            condition = and_(visible(gen), compile_where(where, d.id, meta, d.modality, dialect))
         with self.engine.connect() as conn:
             terms = {t for u in units for t in u}
             df = self.term_stats.frequencies(conn, terms, total)
             fts_query, ideal = keyword_store.plan(units, df, total)
             if fts_query is None:
                 return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-            query = keyword_store.ranked(fts_query, d.id, condition, limit)
-            sql, params = _compiled(conn, query)
-            rows = conn.exec_driver_sql(sql, params).fetchall()
+            rows = None
+            if condition is None:  # no filter: rank by bm25 first, read documents for the best
+                rows = keyword_store.top_first(conn, fts_query, gen, limit)
+            if rows is None:
+                condition = visible(gen) if condition is None else condition
+                query = keyword_store.ranked(fts_query, d.id, condition, limit)
+                sql, params = _compiled(conn, query)
+                rows = conn.exec_driver_sql(sql, params).fetchall()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         raw = np.array([r[1] for r in rows], dtype=np.float64)
         # A short document, or one repeating a word, scores above the ideal: dividing by the
         # best score then keeps the order among such documents (capping at 1 tied them).
         return ids, (raw / max(ideal, raw.max(initial=0.0))).astype(np.float32)
+
+    def check_keywords(self) -> list[str]:
+        """Damage in the keyword index (see keyword_store.check); `verify` runs it."""
+        with self.engine.connect() as conn:
+            found = keyword_store.check(conn) if keyword_store.exists(conn) else ["it is missing"]
+        return [f"{self.where}: the keyword index is damaged: {p}" for p in found]
 
     def keyword_stats(self) -> dict[str, int] | None:
         """Rows and bytes of the keyword index, None without one."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import threading
 
@@ -59,6 +60,20 @@ def test_segment_keeps_identifiers_whole_and_in_parts():
         assert whole in terms
     for part in ("card", "502", "xr", "2200", "xr2200", "example"):
         assert part in terms
+
+
+def test_ascii_fast_path_segments_like_the_general_one():
+    # Ingest segments ASCII texts on a faster path: it must index exactly the same terms.
+    from engine.keywords import _units
+
+    rng = random.Random(0)
+    alphabet = "aZ09 _-.@+/#:,;()'\"\t\n!?=*"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(40))) for _ in range(3000)]
+    texts += ["--opt=1 /usr/bin/x.y_z ERR_CARD_502 a--b a.b. .x. -- - _ c++ 3.14 anna@ex.com"]
+    for text in texts:
+        main = [t for terms, _ in _units(text) for t in terms]
+        extra = [t for _, more in _units(text) for t in more]
+        assert segment(text) == " ".join(main + extra), text
 
 
 def test_segment_folds_case_and_diacritics():
@@ -298,6 +313,17 @@ def test_upsert_delete_compact_keep_the_keyword_index_exact(col):
     col.compact()
     assert keyword_rows(col) == physical_text_rows(col)
     assert len(keyword_rows(col)) == 2
+
+
+def test_keyword_search_skips_retired_best_matches_not_yet_purged(col):
+    # 80 retired versions match best (three hits each) and stay in the index until a snapshot
+    # purges them: more than the top-first query fetches, so the search must rank by the join.
+    add_kb(col, ["zebra zebra zebra"] * 80, ids=[f"old{i}" for i in range(80)])
+    add_kb(col, ["plain text"] * 80, ids=[f"old{i}" for i in range(80)])
+    add_kb(col, [f"a zebra among {i} other words here" for i in range(5)])
+    assert len(keyword_rows(col)) == 165  # the retired versions are still indexed
+    assert sorted(ids_of(col.search("zebra", mode="keyword", k=3))) == ["d0", "d1", "d2"]
+    assert sorted(ids_of(col.search("zebra", mode="keyword", k=10))) == [f"d{i}" for i in range(5)]
 
 
 def test_rollback_removes_keyword_rows_of_an_uncommitted_write(col):

@@ -89,6 +89,7 @@ def check_keywords(col) -> None:
     assert set(indexed) == set(stored), "keyword index and documents disagree"
     for i in random.sample(sorted(stored), min(20, len(stored))):
         assert indexed[i] == segment(stored[i])
+    assert col.store.check_keywords() == []  # and `verify` finds it sound (FTS5 check too)
 
 
 def expect(op: str, trial: int, chunks: list[int], docs: dict[str, str]) -> None:
