@@ -81,9 +81,15 @@ def tuned(tmp_path_factory, fake_site):
 
     train_full = run.train_full
 
+    during: list = []
+
     def add_meanwhile(*args, **kwargs):
-        # Another handle adds a document while stage 2 trains (no lock is held then).
-        Engine(home).open("bank").add(texts=["my card is still not here"], ids=["meanwhile"])
+        # While stage 2 trains no lock is held: another handle adds a document, and this
+        # handle searches (in the base space, the one committed).
+        Engine(home, lock_timeout=5.0).open("bank").add(
+            texts=["my card is still not here"], ids=["meanwhile"]
+        )
+        during.append(col.search("my card is still not here", k=1, mode="vector")[0])
         return train_full(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -98,6 +104,7 @@ def tuned(tmp_path_factory, fake_site):
             config=TuneConfig(epochs=1, min_steps=2),
             full_config=FullConfig(epochs=3, min_steps=10, patience=5),
         )
+    assert during[0].id == "meanwhile"
     return col, report, space
 
 
