@@ -100,11 +100,7 @@ def quality() -> None:
     qtexts = [rows[i]["query"] for i in asked]
     dvecs = encoded("manpages-docs", [r["doc"] for r in rows])
     qvecs = encoded("manpages-queries", qtexts)
-    home = Path(tempfile.mkdtemp())
-    col = Engine(home).create(
-        "man", encoder="precomputed", index="flat", options={"dim": 512}, keyword=True
-    )
-    col.add(texts=[r["doc"] for r in rows], vectors=dvecs, ids=[str(i) for i in range(len(rows))])
+    home, col = manpages_collection(rows, dvecs)
     t0 = time.perf_counter()
     pairs = sides(col, qtexts, qvecs)
     side_s = time.perf_counter() - t0
@@ -160,6 +156,29 @@ def quality() -> None:
         f"{score(dev, table[rule])[0]:.1f}, BANKING77 validation {validation[rule]:+.1f}); "
         f"engine default: fusion={H.DEFAULT_FUSION} alpha={H.DEFAULT_ALPHA}"
     )
+
+
+def manpages_collection(rows, dvecs):
+    home = Path(tempfile.mkdtemp())
+    col = Engine(home).create(
+        "man", encoder="precomputed", index="flat", options={"dim": 512}, keyword=True
+    )
+    col.add(texts=[r["doc"] for r in rows], vectors=dvecs, ids=[str(i) for i in range(len(rows))])
+    return home, col
+
+
+def latency_only() -> None:
+    rows = build(OUT / "manpages.jsonl")
+    asked = [i for i, r in enumerate(rows) if r["ask"]]
+    qtexts = [rows[i]["query"] for i in asked]
+    dvecs = encoded("manpages-docs", [r["doc"] for r in rows])
+    qvecs = encoded("manpages-queries", qtexts)
+    home, col = manpages_collection(rows, dvecs)
+    sample = timed(halves(len(asked))[1])
+    lat = latencies(col, [qtexts[i] for i in sample], qvecs[sample])
+    print(f"query p50 over {len(sample)} test queries, k=10 ({load_avg()}): {p50s(lat)}")
+    col.close()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def check_engine_path(col, qtexts, qvecs, expected, n: int = 200) -> None:
@@ -361,6 +380,9 @@ def p50s(lat: dict[str, dict[str, list[float]]]) -> str:
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "quality"
+    if what == "latency":  # the manual pages' query p50 alone, as in `quality`
+        latency_only()
+        sys.exit()
     if what == "speed":  # python bench/hybrid.py speed [flat|hnsw|...]
         speed(index=sys.argv[2] if len(sys.argv) > 2 else "flat")
     else:
