@@ -95,12 +95,7 @@ def fused(pairs, fusion: str, alpha: float, k: int = 10) -> list[list[int]]:
 
 
 def quality() -> None:
-    rows = build(OUT / "manpages.jsonl")
-    asked = [i for i, r in enumerate(rows) if r["ask"]]
-    qtexts = [rows[i]["query"] for i in asked]
-    dvecs = encoded("manpages-docs", [r["doc"] for r in rows])
-    qvecs = encoded("manpages-queries", qtexts)
-    home, col = manpages_collection(rows, dvecs)
+    rows, asked, qtexts, qvecs, home, col = manpages()
     t0 = time.perf_counter()
     pairs = sides(col, qtexts, qvecs)
     side_s = time.perf_counter() - t0
@@ -158,22 +153,24 @@ def quality() -> None:
     )
 
 
-def manpages_collection(rows, dvecs):
-    home = Path(tempfile.mkdtemp())
-    col = Engine(home).create(
-        "man", encoder="precomputed", index="flat", options={"dim": 512}, keyword=True
-    )
-    col.add(texts=[r["doc"] for r in rows], vectors=dvecs, ids=[str(i) for i in range(len(rows))])
-    return home, col
-
-
-def latency_only() -> None:
+def manpages():
+    """The corpus, the positions of its asked pages, their queries and query vectors, and a
+    `flat` collection of its documents (in a temporary home) with a keyword index."""
     rows = build(OUT / "manpages.jsonl")
     asked = [i for i, r in enumerate(rows) if r["ask"]]
     qtexts = [rows[i]["query"] for i in asked]
     dvecs = encoded("manpages-docs", [r["doc"] for r in rows])
     qvecs = encoded("manpages-queries", qtexts)
-    home, col = manpages_collection(rows, dvecs)
+    home = Path(tempfile.mkdtemp())
+    col = Engine(home).create(
+        "man", encoder="precomputed", index="flat", options={"dim": 512}, keyword=True
+    )
+    col.add(texts=[r["doc"] for r in rows], vectors=dvecs, ids=[str(i) for i in range(len(rows))])
+    return rows, asked, qtexts, qvecs, home, col
+
+
+def latency_only() -> None:
+    _, asked, qtexts, qvecs, home, col = manpages()
     sample = timed(halves(len(asked))[1])
     lat = latencies(col, [qtexts[i] for i in sample], qvecs[sample])
     print(f"query p50 over {len(sample)} test queries, k=10 ({load_avg()}): {p50s(lat)}")
