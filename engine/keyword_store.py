@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, column, false, func, literal_column, select, table
+from sqlalchemy.exc import DatabaseError, OperationalError
 
 from engine.errors import BadInput
 from engine.keywords import TABLE, TOKENIZER, any_of, filter_query, segment
@@ -75,9 +76,13 @@ def check(conn: Any) -> list[str]:
     """
     problems = []
     try:
+        # A command written as an INSERT: it waits (busy timeout) for a writer's transaction.
         conn.exec_driver_sql(f"INSERT INTO {TABLE}({TABLE}) VALUES ('integrity-check')")
-    except Exception as exc:  # SQLITE_CORRUPT_VTAB and friends, whatever the driver wraps
-        problems.append(f"FTS5 integrity-check failed ({str(exc).splitlines()[0]})")
+    except OperationalError:
+        raise  # a lock held too long, a full disk: not damage
+    except DatabaseError as exc:  # SQLITE_CORRUPT_VTAB: "database disk image is malformed"
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        problems.append(f"FTS5 integrity-check failed ({reason})")
         return problems  # the counts below would read the same damaged pages
     texts = "SELECT id FROM documents WHERE modality = 'text'"
     for sql, says in (
