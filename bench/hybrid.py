@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.append(str(HERE))
 
-from hybrid_corpus import MAN, _text, build, halves, metrics, read_page, timed  # noqa: E402
+from hybrid_corpus import build, halves, metrics, passages, timed  # noqa: E402
 
 from engine import Engine  # noqa: E402
 from engine import hybrid as H  # noqa: E402
@@ -267,20 +267,6 @@ def banking() -> dict[tuple[str, float], float]:
         col.close()
         shutil.rmtree(home, ignore_errors=True)
     return validation
-
-
-def passages(n: int) -> list[str]:
-    """``n`` passages of 300 characters from the installed manual pages, in path order."""
-    out: list[str] = []
-    for path in sorted(MAN.glob("man[1-8]/*.gz")):
-        raw = read_page(path)
-        if raw is None:
-            continue
-        text = " ".join(t for t in map(_text, raw.splitlines()) if t)
-        out += [text[s : s + 300] for s in range(0, len(text) - 150, 300)]
-        if len(out) >= n:
-            return out[:n]
-    return out
 
 
 def speed(n: int = 100_000, queries: int = 300, index: str = "flat") -> None:
