@@ -117,6 +117,20 @@ def build(out: Path) -> list[dict[str, str]]:
     return rows
 
 
+def passages(n: int) -> list[str]:
+    """``n`` passages of 300 characters from the installed manual pages, in path order."""
+    out: list[str] = []
+    for path in sorted(MAN.glob("man[1-8]/*.gz")):
+        raw = read_page(path)
+        if raw is None:
+            continue
+        text = " ".join(t for t in map(_text, raw.splitlines()) if t)
+        out += [text[s : s + 300] for s in range(0, len(text) - 150, 300)]
+        if len(out) >= n:
+            return out[:n]
+    return out
+
+
 def halves(n: int) -> tuple[list[int], list[int]]:
     """The queries' dev and test halves (positions among the asked queries), by a fixed seed:
     defaults are chosen on dev, figures reported on test, by every script scoring this set."""

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, column, false, func, literal_column, select, table
+from sqlalchemy.exc import DatabaseError, OperationalError
 
 from engine.errors import BadInput
 from engine.keywords import TABLE, TOKENIZER, any_of, filter_query, segment
@@ -75,22 +76,25 @@ def check(conn: Any) -> list[str]:
     """
     problems = []
     try:
+        # A command written as an INSERT: it waits (busy timeout) for a writer's transaction.
         conn.exec_driver_sql(f"INSERT INTO {TABLE}({TABLE}) VALUES ('integrity-check')")
-    except Exception as exc:  # SQLITE_CORRUPT_VTAB and friends, whatever the driver wraps
-        problems.append(f"FTS5 integrity-check failed ({str(exc).splitlines()[0]})")
+    except OperationalError:
+        raise  # a lock held too long, a full disk: not damage
+    except DatabaseError as exc:  # SQLITE_CORRUPT_VTAB: "database disk image is malformed"
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        problems.append(f"FTS5 integrity-check failed ({reason})")
         return problems  # the counts below would read the same damaged pages
-    missing = conn.exec_driver_sql(
-        f"SELECT count(*) FROM documents WHERE modality = 'text' "
-        f"AND id NOT IN (SELECT rowid FROM {TABLE})"
-    ).scalar_one()
-    if missing:
-        problems.append(f"{missing} text document(s) not indexed")
-    extra = conn.exec_driver_sql(
-        f"SELECT count(*) FROM {TABLE} WHERE rowid NOT IN "
-        f"(SELECT id FROM documents WHERE modality = 'text')"
-    ).scalar_one()
-    if extra:
-        problems.append(f"{extra} indexed row(s) without a text document")
+    texts = "SELECT id FROM documents WHERE modality = 'text'"
+    for sql, says in (
+        (f"{texts} AND id NOT IN (SELECT rowid FROM {TABLE})", "text document(s) not indexed"),
+        (
+            f"SELECT rowid FROM {TABLE} WHERE rowid NOT IN ({texts})",
+            "indexed row(s) without a text document",
+        ),
+    ):
+        n = conn.exec_driver_sql(f"SELECT count(*) FROM ({sql})").scalar_one()
+        if n:
+            problems.append(f"{n} {says}")
     rows = conn.exec_driver_sql(
         f"SELECT d.content, k.terms FROM documents AS d JOIN {TABLE} AS k ON k.rowid = d.id"
     )

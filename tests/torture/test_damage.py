@@ -362,3 +362,18 @@ def test_verify_finds_a_damaged_keyword_index_and_repair_rebuilds_it(engine, dam
     assert engine.verify("kb") == []
     hits = reopen(engine, "kb").search("ERR_17_X", mode="keyword", k=1)
     assert [(h.id, h.content) for h in hits] == [("t17", texts[17])]
+
+
+def test_verify_waits_for_a_writer_instead_of_calling_its_lock_damage(engine):
+    # FTS5's integrity-check is an INSERT: it needs the write lock a writer may be holding.
+    import sqlite3
+    import threading
+
+    col = engine.create("kb", encoder="fake-hash", options={"dim": DIM}, index="flat")
+    col.add(texts=["one text", "another text"], ids=["a", "b"])
+    col.close()
+    db = sqlite3.connect(col.folder / "store.sqlite", check_same_thread=False)
+    db.execute("BEGIN IMMEDIATE")  # a writer's transaction, held for a second
+    threading.Timer(1.0, db.rollback).start()
+    assert engine.verify("kb") == []
+    db.close()
