@@ -2,6 +2,7 @@
 
     python bench/disk.py --before /path/to/older/tree [--n 100000] [--opens 7] [--json FILE]
     python bench/disk.py --keyword-share [--n 100000]
+    python bench/disk.py --formats HOME [--opens 9]
 
 ``--before`` is a source tree of an earlier version (``git archive <commit> | tar -x -C DIR``).
 Both trees run the peers benchmark's hubsearch phases (bench/peers_phases.py: ingest with
@@ -13,6 +14,11 @@ The disk figure is split by file (exact vectors, index snapshot, SQLite store) a
 table, so the keyword index's (FTS5) share shows. The peers corpus is stored with precomputed
 vectors, which get no keyword index unless asked; ``--keyword-share`` stores the same documents
 (texts, metadata, vectors) in a `flat` collection with ``keyword=True`` and prints its split.
+
+``--formats HOME`` isolates what changed on open: it copies the collection ``bench`` of HOME
+(written by this tree, its graph snapshot without vectors), rewrites the copy's snapshot in the
+earlier format (vectors inside, CRC updated), and times open + first answer, then 300 queries,
+in fresh processes of this tree alternating between the two, imports excluded.
 """
 
 from __future__ import annotations
@@ -96,10 +102,68 @@ def keyword_share(n: int, queries: int, work: Path) -> None:
     shutil.rmtree(home, ignore_errors=True)
 
 
+_OPEN = """
+import json, sys, time
+import numpy as np
+from engine import Engine
+q = np.load(sys.argv[2])
+t0 = time.perf_counter()
+col = Engine(sys.argv[1]).open("bench")
+col.search(vector=q[0], k=10)
+first = time.perf_counter() - t0
+ms = []
+for v in q[1:301]:
+    t = time.perf_counter()
+    col.search(vector=v, k=10)
+    ms.append((time.perf_counter() - t) * 1000)
+print(json.dumps({"first_answer_s": first, "p50_ms": float(np.median(ms))}))
+"""
+
+
+def formats_ab(home: Path, reps: int, work: Path) -> None:
+    """Open + first answer and query p50 of one collection with both snapshot formats."""
+    from engine import Engine
+    from engine.manifest import file_crc32
+
+    old = work / "old-format"
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.copytree(home, old)
+    col = Engine(old).open("bench")
+    path = col.folder / f"index-{col.manifest.snapshot_generation}.faiss"
+    col.view.load_index().save(path)  # what every version before issue 16 wrote
+    manifest = json.loads((col.folder / "manifest.json").read_text())
+    manifest["snapshot_crc32"] = file_crc32(path)
+    (col.folder / "manifest.json").write_text(json.dumps(manifest))
+    queries = work / "queries.npy"
+    ids = np.random.default_rng(0).choice(col.view.load_index().ids(), 301)
+    np.save(queries, col.view.vectors.get(ids) + np.float32(0.01))
+    col.close()
+    homes = {"graph only": home, "vectors inside": old}
+    sizes = {k: round(next(h.rglob("index-*.faiss")).stat().st_size / 2**20, 1)
+             for k, h in homes.items()}
+    runs: dict[str, list] = {k: [] for k in homes}
+    for _ in range(reps):
+        for label, h in homes.items():
+            load = os.getloadavg()[0]
+            done = subprocess.run([sys.executable, "-c", _OPEN, str(h), str(queries)],
+                                  capture_output=True, text=True, check=True,
+                                  env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+            runs[label].append({**json.loads(done.stdout.splitlines()[-1]), "load": load})
+            print(label, runs[label][-1], flush=True)
+    med = {k: {m: statistics.median(x[m] for x in v) for m in ("first_answer_s", "p50_ms")}
+           for k, v in runs.items()}
+    ratio = {m: round(med["graph only"][m] / med["vectors inside"][m], 3)
+             for m in ("first_answer_s", "p50_ms")}
+    print(json.dumps({"snapshot_mb": sizes, "median": med, "graph_only_over_vectors_inside":
+                      ratio, "loads": [x["load"] for v in runs.values() for x in v]}))
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", help="source tree of the version to compare with")
+    ap.add_argument("--formats", default=None, help="HOME: compare the two snapshot formats")
     ap.add_argument("--keyword-share", action="store_true",
                     help="only measure the keyword index's share of a text collection")
     ap.add_argument("--n", type=int, default=100_000)
@@ -109,6 +173,8 @@ def main() -> None:
     ap.add_argument("--work", default=None)
     ap.add_argument("--json", default=None)
     opts = ap.parse_args()
+    if opts.formats:
+        return formats_ab(Path(opts.formats), opts.opens, Path(opts.work or tempfile.mkdtemp()))
     if opts.keyword_share:
         return keyword_share(opts.n, opts.queries, Path(opts.work or tempfile.mkdtemp()))
     if not opts.before:
