@@ -8,7 +8,7 @@
 Both trees run the peers benchmark's hubsearch phases (bench/peers_phases.py: ingest with
 texts and metadata, cold open = import + open + first answer, 1,000 plain and filtered queries),
 each phase in a fresh process started through that tree's own ``bench/peers.py``, on the same
-corpus (bench/peers_corpus.py). Runs alternate between the trees (ABAB...) so that a change in
+corpus (bench/peers_corpus.py). Runs alternate between the trees (ABBA...) so that a change in
 machine load hits both alike; medians are reported, with the load average around each phase.
 The disk figure is split by file (exact vectors, index snapshot, SQLite store) and the store by
 table, so the keyword index's (FTS5) share shows. The peers corpus is stored with precomputed
@@ -18,7 +18,8 @@ vectors, which get no keyword index unless asked; ``--keyword-share`` stores the
 ``--formats HOME`` isolates what changed on open: it copies the collection ``bench`` of HOME
 (written by this tree, its graph snapshot without vectors), rewrites the copy's snapshot in the
 earlier format (vectors inside, CRC updated), and times open + first answer, then 300 queries,
-in fresh processes of this tree alternating between the two, imports excluded.
+in fresh processes of this tree alternating between the two, imports excluded; the CPU time
+of open + first answer is reported beside the wall time, being far less sensitive to load.
 """
 
 from __future__ import annotations
@@ -107,17 +108,34 @@ import json, sys, time
 import numpy as np
 from engine import Engine
 q = np.load(sys.argv[2])
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 col = Engine(sys.argv[1]).open("bench")
 col.search(vector=q[0], k=10)
-first = time.perf_counter() - t0
+first, cpu = time.perf_counter() - t0, time.process_time() - c0
 ms = []
 for v in q[1:301]:
     t = time.perf_counter()
     col.search(vector=v, k=10)
     ms.append((time.perf_counter() - t) * 1000)
-print(json.dumps({"first_answer_s": first, "p50_ms": float(np.median(ms))}))
+print(json.dumps({"first_answer_s": first, "cpu_s": cpu, "p50_ms": float(np.median(ms))}))
 """
+
+
+def _interleaved_p50(homes: dict[str, Path], queries: np.ndarray) -> dict[str, float]:
+    """Query p50 of both collections open in this process, one query each in turn (x5)."""
+    import time
+
+    from engine import Engine
+
+    cols = {label: Engine(home).open("bench") for label, home in homes.items()}
+    ms: dict[str, list[float]] = {label: [] for label in cols}
+    for _ in range(5):
+        for q in queries:
+            for label, col in cols.items():
+                t = time.perf_counter()
+                col.search(vector=q, k=10)
+                ms[label].append((time.perf_counter() - t) * 1000)
+    return {label: round(float(np.median(v)), 3) for label, v in ms.items()}
 
 
 def formats_ab(home: Path, reps: int, work: Path) -> None:
@@ -150,12 +168,13 @@ def formats_ab(home: Path, reps: int, work: Path) -> None:
                                   env={**os.environ, "PYTHONPATH": str(HERE.parent)})
             runs[label].append({**json.loads(done.stdout.splitlines()[-1]), "load": load})
             print(label, runs[label][-1], flush=True)
-    med = {k: {m: statistics.median(x[m] for x in v) for m in ("first_answer_s", "p50_ms")}
-           for k, v in runs.items()}
-    ratio = {m: round(med["graph only"][m] / med["vectors inside"][m], 3)
-             for m in ("first_answer_s", "p50_ms")}
+    measures = ("first_answer_s", "cpu_s", "p50_ms")
+    med = {k: {m: statistics.median(x[m] for x in v) for m in measures} for k, v in runs.items()}
+    ratio = {m: round(med["graph only"][m] / med["vectors inside"][m], 3) for m in measures}
+    interleaved = _interleaved_p50(homes, np.load(queries))
     print(json.dumps({"snapshot_mb": sizes, "median": med, "graph_only_over_vectors_inside":
-                      ratio, "loads": [x["load"] for v in runs.values() for x in v]}))
+                      ratio, "interleaved_p50_ms": interleaved,
+                      "loads": [x["load"] for v in runs.values() for x in v]}))
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -189,17 +208,23 @@ def main() -> None:
         print(f"{tree:<6} {name:<6} {json.dumps(out, default=str)[:300]}", flush=True)
 
     print(f"# load at start {os.getloadavg()}", flush=True)
-    for _ in range(opts.ingests):
-        for tree, root in trees.items():
+    def turns(i: int) -> list[tuple[str, Path]]:
+        """ABBA: the tree that goes first alternates, so a load that rises or falls over the
+        run does not always favour the same one."""
+        order = list(trees.items())
+        return order[::-1] if i % 2 else order
+
+    for i in range(opts.ingests):
+        for tree, root in turns(i):
             path = work / tree
             shutil.rmtree(path, ignore_errors=True)
             out = phase(root, "ingest", opts.n, path, corpus, opts.queries)
             record(tree, "ingest", {**out, "parts": breakdown(path)})
-    for _ in range(opts.opens):
-        for tree, root in trees.items():
+    for i in range(opts.opens):
+        for tree, root in turns(i):
             record(tree, "open", phase(root, "open", opts.n, work / tree, corpus, opts.queries))
-    for _ in range(2):
-        for tree, root in trees.items():
+    for i in range(2):
+        for tree, root in turns(i):
             record(tree, "query", phase(root, "query", opts.n, work / tree, corpus, opts.queries))
     summary = {}
     for tree, r in runs.items():
