@@ -138,6 +138,27 @@ def _interleaved_p50(homes: dict[str, Path], queries: np.ndarray) -> dict[str, f
     return {label: round(float(np.median(v)), 3) for label, v in ms.items()}
 
 
+def _save_times(home: Path, work: Path, reps: int = 3) -> dict[str, float]:
+    """What a commit's snapshot costs in each format: the index written and fsynced."""
+    import time
+
+    from engine import Engine
+
+    index = Engine(home).open("bench").view.load_index()
+    ways = {"graph only": index.save_sharing_vectors, "vectors inside": index.save}
+    times: dict[str, list[float]] = {label: [] for label in ways}
+    for _ in range(reps):
+        for label, save in ways.items():
+            tmp = work / "snapshot.tmp"
+            t = time.perf_counter()
+            save(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            times[label].append(time.perf_counter() - t)
+            tmp.unlink()
+    return {label: round(statistics.median(v), 3) for label, v in times.items()}
+
+
 def formats_ab(home: Path, reps: int, work: Path) -> None:
     """Open + first answer and query p50 of one collection with both snapshot formats."""
     from engine import Engine
@@ -173,7 +194,7 @@ def formats_ab(home: Path, reps: int, work: Path) -> None:
     ratio = {m: round(med["graph only"][m] / med["vectors inside"][m], 3) for m in measures}
     interleaved = _interleaved_p50(homes, np.load(queries))
     print(json.dumps({"snapshot_mb": sizes, "median": med, "graph_only_over_vectors_inside":
-                      ratio, "interleaved_p50_ms": interleaved,
+                      ratio, "interleaved_p50_ms": interleaved, "save_s": _save_times(home, work),
                       "loads": [x["load"] for v in runs.values() for x in v]}))
     shutil.rmtree(old, ignore_errors=True)
 
