@@ -2,17 +2,24 @@
 
     python bench/disk.py --before /path/to/older/tree [--n 100000] [--opens 7] [--json FILE]
     python bench/disk.py --keyword-share [--n 100000]
+    python bench/disk.py --formats HOME [--opens 9]
 
 ``--before`` is a source tree of an earlier version (``git archive <commit> | tar -x -C DIR``).
 Both trees run the peers benchmark's hubsearch phases (bench/peers_phases.py: ingest with
 texts and metadata, cold open = import + open + first answer, 1,000 plain and filtered queries),
 each phase in a fresh process started through that tree's own ``bench/peers.py``, on the same
-corpus (bench/peers_corpus.py). Runs alternate between the trees (ABAB...) so that a change in
+corpus (bench/peers_corpus.py). Runs alternate between the trees (ABBA...) so that a change in
 machine load hits both alike; medians are reported, with the load average around each phase.
 The disk figure is split by file (exact vectors, index snapshot, SQLite store) and the store by
 table, so the keyword index's (FTS5) share shows. The peers corpus is stored with precomputed
 vectors, which get no keyword index unless asked; ``--keyword-share`` stores the same documents
 (texts, metadata, vectors) in a `flat` collection with ``keyword=True`` and prints its split.
+
+``--formats HOME`` isolates what changed on open: it copies the collection ``bench`` of HOME
+(written by this tree, its graph snapshot without vectors), rewrites the copy's snapshot in the
+earlier format (vectors inside, CRC updated), and times open + first answer, then 300 queries,
+in fresh processes of this tree alternating between the two, imports excluded; the CPU time
+of open + first answer is reported beside the wall time, being far less sensitive to load.
 """
 
 from __future__ import annotations
@@ -96,10 +103,107 @@ def keyword_share(n: int, queries: int, work: Path) -> None:
     shutil.rmtree(home, ignore_errors=True)
 
 
+_OPEN = """
+import json, sys, time
+import numpy as np
+from engine import Engine
+q = np.load(sys.argv[2])
+t0, c0 = time.perf_counter(), time.process_time()
+col = Engine(sys.argv[1]).open("bench")
+col.search(vector=q[0], k=10)
+first, cpu = time.perf_counter() - t0, time.process_time() - c0
+ms = []
+for v in q[1:301]:
+    t = time.perf_counter()
+    col.search(vector=v, k=10)
+    ms.append((time.perf_counter() - t) * 1000)
+print(json.dumps({"first_answer_s": first, "cpu_s": cpu, "p50_ms": float(np.median(ms))}))
+"""
+
+
+def _interleaved_p50(homes: dict[str, Path], queries: np.ndarray) -> dict[str, float]:
+    """Query p50 of both collections open in this process, one query each in turn (x5)."""
+    import time
+
+    from engine import Engine
+
+    cols = {label: Engine(home).open("bench") for label, home in homes.items()}
+    ms: dict[str, list[float]] = {label: [] for label in cols}
+    for _ in range(5):
+        for q in queries:
+            for label, col in cols.items():
+                t = time.perf_counter()
+                col.search(vector=q, k=10)
+                ms[label].append((time.perf_counter() - t) * 1000)
+    return {label: round(float(np.median(v)), 3) for label, v in ms.items()}
+
+
+def _save_times(home: Path, work: Path, reps: int = 3) -> dict[str, float]:
+    """What a commit's snapshot costs in each format: the index written and fsynced."""
+    import time
+
+    from engine import Engine
+
+    index = Engine(home).open("bench").view.load_index()
+    ways = {"graph only": index.save_sharing_vectors, "vectors inside": index.save}
+    times: dict[str, list[float]] = {label: [] for label in ways}
+    for _ in range(reps):
+        for label, save in ways.items():
+            tmp = work / "snapshot.tmp"
+            t = time.perf_counter()
+            save(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            times[label].append(time.perf_counter() - t)
+            tmp.unlink()
+    return {label: round(statistics.median(v), 3) for label, v in times.items()}
+
+
+def formats_ab(home: Path, reps: int, work: Path) -> None:
+    """Open + first answer and query p50 of one collection with both snapshot formats."""
+    from engine import Engine
+    from engine.manifest import file_crc32
+
+    old = work / "old-format"
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.copytree(home, old)
+    col = Engine(old).open("bench")
+    path = col.folder / f"index-{col.manifest.snapshot_generation}.faiss"
+    col.view.load_index().save(path)  # what every version before issue 16 wrote
+    manifest = json.loads((col.folder / "manifest.json").read_text())
+    manifest["snapshot_crc32"] = file_crc32(path)
+    (col.folder / "manifest.json").write_text(json.dumps(manifest))
+    queries = work / "queries.npy"
+    ids = np.random.default_rng(0).choice(col.view.load_index().ids(), 301)
+    np.save(queries, col.view.vectors.get(ids) + np.float32(0.01))
+    col.close()
+    homes = {"graph only": home, "vectors inside": old}
+    sizes = {k: round(next(h.rglob("index-*.faiss")).stat().st_size / 2**20, 1)
+             for k, h in homes.items()}
+    runs: dict[str, list] = {k: [] for k in homes}
+    for _ in range(reps):
+        for label, h in homes.items():
+            load = os.getloadavg()[0]
+            done = subprocess.run([sys.executable, "-c", _OPEN, str(h), str(queries)],
+                                  capture_output=True, text=True, check=True,
+                                  env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+            runs[label].append({**json.loads(done.stdout.splitlines()[-1]), "load": load})
+            print(label, runs[label][-1], flush=True)
+    measures = ("first_answer_s", "cpu_s", "p50_ms")
+    med = {k: {m: statistics.median(x[m] for x in v) for m in measures} for k, v in runs.items()}
+    ratio = {m: round(med["graph only"][m] / med["vectors inside"][m], 3) for m in measures}
+    interleaved = _interleaved_p50(homes, np.load(queries))
+    print(json.dumps({"snapshot_mb": sizes, "median": med, "graph_only_over_vectors_inside":
+                      ratio, "interleaved_p50_ms": interleaved, "save_s": _save_times(home, work),
+                      "loads": [x["load"] for v in runs.values() for x in v]}))
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", help="source tree of the version to compare with")
+    ap.add_argument("--formats", default=None, help="HOME: compare the two snapshot formats")
     ap.add_argument("--keyword-share", action="store_true",
                     help="only measure the keyword index's share of a text collection")
     ap.add_argument("--n", type=int, default=100_000)
@@ -109,6 +213,8 @@ def main() -> None:
     ap.add_argument("--work", default=None)
     ap.add_argument("--json", default=None)
     opts = ap.parse_args()
+    if opts.formats:
+        return formats_ab(Path(opts.formats), opts.opens, Path(opts.work or tempfile.mkdtemp()))
     if opts.keyword_share:
         return keyword_share(opts.n, opts.queries, Path(opts.work or tempfile.mkdtemp()))
     if not opts.before:
@@ -123,17 +229,23 @@ def main() -> None:
         print(f"{tree:<6} {name:<6} {json.dumps(out, default=str)[:300]}", flush=True)
 
     print(f"# load at start {os.getloadavg()}", flush=True)
-    for _ in range(opts.ingests):
-        for tree, root in trees.items():
+    def turns(i: int) -> list[tuple[str, Path]]:
+        """ABBA: the tree that goes first alternates, so a load that rises or falls over the
+        run does not always favour the same one."""
+        order = list(trees.items())
+        return order[::-1] if i % 2 else order
+
+    for i in range(opts.ingests):
+        for tree, root in turns(i):
             path = work / tree
             shutil.rmtree(path, ignore_errors=True)
             out = phase(root, "ingest", opts.n, path, corpus, opts.queries)
             record(tree, "ingest", {**out, "parts": breakdown(path)})
-    for _ in range(opts.opens):
-        for tree, root in trees.items():
+    for i in range(opts.opens):
+        for tree, root in turns(i):
             record(tree, "open", phase(root, "open", opts.n, work / tree, corpus, opts.queries))
-    for _ in range(2):
-        for tree, root in trees.items():
+    for i in range(2):
+        for tree, root in turns(i):
             record(tree, "query", phase(root, "query", opts.n, work / tree, corpus, opts.queries))
     summary = {}
     for tree, r in runs.items():

@@ -34,7 +34,7 @@ def main() -> None:
         Head.save = saved_then_die
     elif point == "in-snapshot":
 
-        def half_snapshot(self, index, gen):
+        def half_snapshot(self, index, gen, **_):
             path = commit.snapshot_path(self.folder, gen)
             path.with_name(f".{path.name}.tmp").write_bytes(b"\0" * 4096)
             die()
