@@ -204,10 +204,13 @@ def measure(
         "seconds": round(time.time() - started, 2),
     }
     if not met:
-        record["gave_way"] = (
-            f"recall (memory_mb kept: {forced})" if forced
-            else f"recall (not reachable within the {kind} latency budget)"
-        )  # fmt: skip
+        if forced:
+            record["gave_way"] = f"recall (memory_mb kept: {forced})"
+        elif pinned:
+            knobs = ", ".join(f"{k}={v}" for k, v in pinned.items())
+            record["gave_way"] = f"recall (kept the {knobs} you set; within the {kind} budget)"
+        else:
+            record["gave_way"] = f"recall (not reachable within the {kind} latency budget)"
     return record
 
 
