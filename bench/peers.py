@@ -1,6 +1,7 @@
 """hubsearch side by side with Chroma, txtai and LanceDB: same corpus, same machine, one run.
 
     python bench/peers.py --sizes 10000 100000 [--skip-banking] [--quick] [--json FILE]
+    python bench/peers.py --markdown FILE     # the tables of a --json file, finished or not
 
 Run it from the peers venv (docs/peers.md: the peers come from bench/requirements-peers.txt and
 are not part of the test install, since txtai pulls in torch). Every phase of every system runs
@@ -322,9 +323,12 @@ def main() -> None:
                     help="set OMP_NUM_THREADS for every phase (default: the libraries' own)")
     for hidden in ("--phase", "--system", "--size", "--path", "--corpus", "--match-recall"):
         ap.add_argument(hidden, help=argparse.SUPPRESS, type=int if hidden == "--size" else str)
+    ap.add_argument("--markdown", metavar="JSON", help="print the tables of a --json file")
     opts = ap.parse_args()
     if opts.phase:
         return child(opts)
+    if opts.markdown:
+        return print_report(json.loads(Path(opts.markdown).read_text()))
     if opts.quick:
         opts.sizes, opts.queries, opts.banking_limit = [2000], 200, 1000
     if opts.omp_threads:
@@ -360,22 +364,36 @@ def main() -> None:
     report["load_end"] = os.getloadavg()
     report["minutes"] = (time.time() - started) / 60
     print()
-    for n, res in report["sizes"].items():
-        systems = [s for s in opts.systems if s in res]
-        print(table(n, res, systems), "\n")
+    print_report(report, opts.systems)
+    save()
+
+
+def print_report(report: dict[str, Any], order: list[str] | None = None) -> None:
+    """The tables, settings and goals of a run (or of a --json file, finished or not)."""
+    sizes = report["sizes"]
+    for n, res in sizes.items():
+        systems = [s for s in (order or list(SYSTEMS)) if s in res]
+        loads = [p["load_before"] for r in res.values() for p in r.values() if "load_before" in p]
+        if loads:
+            print(f"load average before the phases: {min(loads):.1f}-{max(loads):.1f}")
+        print(table(int(n), res, systems), "\n")
         for s in systems:
             print(f"- {s}: {json.dumps(_get(res, s, 'query', 'settings'))}")
-        if n == max(opts.sizes):
-            print(f"\nGoals at {n:,} (hubsearch-auto vs chroma):")
+            for label in ("plain", "filtered"):
+                cal = _get(res, s, "query", f"{label}_calibration")
+                if cal:
+                    print(f"  {label} calibration: {json.dumps(cal)}")
+        if int(n) == max(int(x) for x in sizes):
+            print(f"\nGoals at {int(n):,} (hubsearch-auto vs chroma):")
             print("\n".join(goals(res)))
-            print(f"\nGoals of issue 16 at {n:,} (auto vs lancedb-ivfpq; disk vs chroma):")
+            print(f"\nGoals of issue 16 at {int(n):,} (auto vs lancedb-ivfpq; disk vs chroma):")
             print("\n".join(lancedb_goals(res)))
         print()
     if "banking77" in report:
         print(banking_table(report["banking77"]), "\n")
-    print(f"# load average at end: {report['load_end'][0]:.2f}; took {report['minutes']:.1f} min")
-    if opts.json:
-        Path(opts.json).write_text(json.dumps(report, indent=1, default=str))
+    if "load_end" in report:
+        print(f"# load average at end: {report['load_end'][0]:.2f}; took "
+              f"{report['minutes']:.1f} min")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.append(str(BENCH))  # last: bench/engine.py must not shadow the package
 
-from index_collections import kind_options, recall_fields  # noqa: E402
+from index_collections import info_entries, kind_options, measured, recall_fields  # noqa: E402
 from real_corpus import quota  # noqa: E402
 from text_sources import is_prose, split_sentences  # noqa: E402
 
@@ -44,6 +44,25 @@ def test_index_options_go_to_every_kind_or_to_the_named_one():
     assert kind_options("hnsw", options) == {"recall": "0.98", "efSearch": "256"}
     assert kind_options("ivfpq", options) == {"recall": "0.98"}
     assert kind_options("auto", options) == {"recall": "0.98", "hnsw.M": "48"}
+
+
+def test_a_top_level_recall_entry_is_read_and_waited_for():
+    info = {
+        "index": {"kind": "hnsw", "params": {}, "state": {"M": 32}},
+        "recall": {"target": 0.95, "sample": 1000, "measured": None, "due": "built"},
+        "history": [{"event": "recall", "recall": 0.9}],
+    }
+    assert not measured(info)
+    assert dict(recall_fields(info_entries(info))) == {"recall.target": 0.95}
+    info["recall"]["measured"] = {"recall": 0.962, "met": True, "params": {"efSearch": 96}}
+    assert measured(info)
+    assert dict(recall_fields(info_entries(info))) == {
+        "recall.target": 0.95,
+        "recall.measured.recall": 0.962,
+        "recall.measured.met": True,
+        "recall.measured.params.efSearch": 96,
+    }
+    assert measured({"index": {}, "recall": {"measured": None, "exact": True}})
 
 
 def test_recall_fields_are_found_wherever_info_records_them():
