@@ -38,6 +38,7 @@ def graph_collection(engine, kind: str):
         metadata=[{"part": i % 5} for i in range(N)],
     )
     col.delete([f"v{i}" for i in range(0, N, 15)])  # masked graph nodes
+    col.wait_for_recall()  # its background commit may change efSearch, and so the answers
     col.checkpoint()
     return col, x
 
@@ -78,6 +79,7 @@ def test_a_graph_snapshot_holds_the_graph_and_a_reopen_answers_the_same(engine, 
     # rows committed after the snapshot are replayed on top of the attached storage
     col.add(vectors=x[N:], ids=[f"w{i}" for i in range(200)], metadata=[{"part": 3}] * 200)
     assert col.manifest.snapshot_generation is not None
+    col.wait_for_recall()
     after = answers(col, queries)
     assert after != before and answers(reopen(engine, "g"), queries) == after
     assert engine.verify("g") == []
