@@ -15,13 +15,18 @@ by ``growth`` since the last measurement) and, if due, measures in a daemon thre
   :func:`engine.recall.apply` whenever it loads, replays or adopts an index).
 
 A process that exits mid-measurement loses only the measurement (nothing was written); the
-next write or :meth:`RecallKeeper.wait` measures again. The CLI waits before it exits.
+next write or :meth:`RecallKeeper.wait` measures again. The CLI waits before it exits. A script
+that exits while a background measurement runs must not wait minutes for it, nor leave it inside
+FAISS while the interpreter tears down (the C++ runtime aborts the process: exit status -6, seen
+in the crash torture test): an exit hook asks the thread to stop at its next step and joins it.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from typing import Any
 
 from filelock import FileLock, Timeout
@@ -35,6 +40,12 @@ from engine.search import threads_for
 log = logging.getLogger(__name__)
 #: Measurements of a replaced index are thrown away and redone at most this many times a run.
 ATTEMPTS = 3
+#: How long an exiting process waits for a background measurement to reach its next step.
+EXIT_WAIT_S = 30.0
+
+
+class Stopped(Exception):
+    """The handle is closing or the process exiting: the measurement is dropped unwritten."""
 
 
 class RecallKeeper:
@@ -48,6 +59,8 @@ class RecallKeeper:
         self._file_lock = FileLock(str(view.folder / "recall.lock"))
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._stopping = threading.Event()
+        atexit.register(_stop_at_exit, weakref.ref(self))
 
     def poke(self) -> None:
         """Start a background measurement if one is due and none is running here."""
@@ -64,6 +77,8 @@ class RecallKeeper:
     def _background(self) -> None:
         try:
             self.run(block=False)
+        except Stopped:
+            pass
         except Exception as exc:  # a background failure must not kill the process
             self.last_error = exc
             log.warning("recall measurement of %s failed: %s", self.view.folder.name, exc)
@@ -102,7 +117,9 @@ class RecallKeeper:
                 # queries ran 2.4x slower on two threads of a busy 2-core machine, and readers
                 # keep the other core.
                 with threads_for(1):
-                    record = recall.measure(self.view, recall.config(m.recall), progress)
+                    record = recall.measure(
+                        self.view, recall.config(m.recall), self._unless_stopping(progress)
+                    )
             except recall.Stale:
                 continue
             if self._commit(record):
@@ -131,8 +148,28 @@ class RecallKeeper:
                 continue  # a long add holds the lock: try again
         return False
 
+    def _unless_stopping(self, progress: recall.Progress | None) -> recall.Progress:
+        """``progress``, raising :class:`Stopped` once :meth:`stop` was called (the
+        measurement reports progress after every step, each a fraction of a second)."""
+
+        def step(done: int, total: int) -> None:
+            if self._stopping.is_set():
+                raise Stopped
+            if progress:
+                progress(done, total)
+
+        return step
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Let a running background measurement finish (up to ``timeout`` seconds)."""
+        """Stop a running background measurement at its next step (waits up to ``timeout``)."""
+        self._stopping.set()
         thread = self._thread
         if thread is not None and thread.is_alive():
             thread.join(timeout)
+
+
+def _stop_at_exit(ref: weakref.ref[RecallKeeper]) -> None:
+    keeper = ref()
+    if keeper is not None:
+        keeper.background = False
+        keeper.stop(EXIT_WAIT_S)
