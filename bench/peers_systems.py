@@ -270,7 +270,9 @@ class LanceDB:
 
     def _query(self, vector: np.ndarray, k: int, category: int | None) -> Any:
         q = self.tbl.search(vector, vector_column_name="vector").distance_type("dot").limit(k)
-        q = q.select(["id", "text", "category", "lang"])
+        # _distance named: LanceDB warns on every search that leaves it out (hubsearch returns
+        # scores too).
+        q = q.select(["id", "text", "category", "lang", "_distance"])
         nprobes, refine = self.knobs.get("filtered" if category is not None else "plain",
                                          (None, None))  # fmt: skip
         if nprobes is not None:
