@@ -34,6 +34,7 @@ def main() -> None:
 
     col = Engine(home).open(name)
     errors, stale, searches = [], 0, 0
+    stale_reads: list[str] = []  # what each stale read saw, for the test's failure message
     rss_warm, started = None, time.monotonic()
     deadline = started + seconds
     while time.monotonic() < deadline:
@@ -43,9 +44,16 @@ def main() -> None:
                 doc = col.get([f"s{seq}-0"])[0]
                 if doc is None:
                     stale += 1
+                    gen = col.manifest.generation
+                    stale_reads.append(f"get s{seq}-0: None at generation {gen}")
                 hits = col.search(f"load document {seq} batch 3", k=5, where={"seq": seq})
                 if not hits or any(h.metadata["seq"] != seq for h in hits):
                     stale += 1
+                    seen = [(h.id, h.metadata.get("seq"), h.similarity, h.keyword_score)
+                            for h in hits]  # fmt: skip
+                    stale_reads.append(
+                        f"search seq={seq}: {seen} at generation {col.manifest.generation}"
+                    )
             col.search("load document words", k=10)
             searches += 1
         except Exception as exc:  # any error at all fails the test
@@ -57,6 +65,7 @@ def main() -> None:
             {
                 "searches": searches,
                 "stale": stale,
+                "stale_reads": stale_reads[:5],
                 "errors": errors[:5],
                 "rss_warm": rss_warm or rss_mib(),
                 "rss_end": rss_mib(),
