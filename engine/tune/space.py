@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import io
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.encoders import TEXT, Trainable, check_modality, l2_normalise, validate_texts
+from engine.encoders import (
+    TEXT,
+    Lazy,
+    Trainable,
+    check_modality,
+    l2_normalise,
+    validate_texts,
+)
 from engine.errors import BadInput, CorruptCollection
 from engine.manifest import Manifest, VectorFiles, write_atomic
 
@@ -103,8 +109,7 @@ class TunedEncoder:
         self.modalities = frozenset({TEXT})
         self.dim = base.dim  # type: ignore[attr-defined]
         self.batch_size = base.batch_size  # type: ignore[attr-defined]
-        self._tf: dict[str, Any] | None = None
-        self._lock = threading.Lock()
+        self._tf: Lazy[dict[str, Any]] = Lazy(self._to_tensors)
 
     @property
     def fingerprint(self) -> dict[str, Any]:
@@ -126,9 +131,9 @@ class TunedEncoder:
         return l2_normalise(np.asarray(self.base.top(self._constants(), features)))
 
     def _constants(self) -> dict[str, Any]:
-        with self._lock:
-            if self._tf is None:
-                import tensorflow as tf
+        return self._tf.get()
 
-                self._tf = {k: tf.constant(v) for k, v in self.weights.items()}
-            return self._tf
+    def _to_tensors(self) -> dict[str, Any]:
+        import tensorflow as tf
+
+        return {k: tf.constant(v) for k, v in self.weights.items()}
