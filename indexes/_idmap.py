@@ -105,11 +105,19 @@ class IdMap:
         return top <= _DENSE * self.live_count + (1 << 20)
 
     def _direct_table(self) -> np.ndarray | None:
+        """The id -> position table, built on first use.
+
+        Searches call this in parallel under the view's shared lock, so the table is filled
+        before it is published: a table published empty and filled afterwards answered a
+        concurrent filtered search with no positions at all (0 hits, seen under load right
+        after a snapshot reload, which starts a fresh map).
+        """
         if self._table is None and self.live_count:
             top = int(self._keys[-1]) + 1
             if self._keys[0] >= 0 and self._dense(top):
-                self._table = np.full(top, -1, np.int64)
-                self._table[self._keys] = self._where
+                table = np.full(top, -1, np.int64)
+                table[self._keys] = self._where
+                self._table = table
         return self._table
 
     def _slots(self, ids: np.ndarray) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -129,6 +131,29 @@ def test_id_map_follows_adds_removes_and_upserts(stride):
     assert sorted(idmap.positions(ids[[0, 15, 99, 12]])) == [0, 99, 100]
     assert len(idmap.positions(np.array([-5, 3, 10**15]))) == 0
     assert (idmap.labels_to_ids(np.array([[100, -1]])) == [[ids[15], -1]]).all()
+
+
+def test_a_fresh_id_map_answers_parallel_filtered_searches_in_full():
+    """Searches share an index under a read lock, so the first filtered searches after a
+    snapshot reload build the map's id table together: none may see it half made (a table
+    published before it was filled gave them no positions, so 0 hits, in the thread stress).
+    """
+    ids = np.arange(1, 1_000_001, dtype=np.int64)  # large enough that filling takes a while
+    wanted = np.array([5, 1_000, 999_999])
+    short = []
+    for _ in range(10):
+        idmap, start = IdMap(ids), threading.Barrier(4)
+
+        def look(idmap=idmap, start=start):
+            start.wait()
+            short.append(len(idmap.positions(wanted)) != len(wanted))
+
+        threads = [threading.Thread(target=look) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(short) == 40 and not any(short)
 
 
 class _Log:
