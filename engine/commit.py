@@ -98,7 +98,7 @@ class Writer:
                 f"(waited {self.lock_timeout:g} s); try again when it finishes"
             ) from None
         try:
-            m = self.view.refresh()
+            m = self.view.refresh(reread=True)  # never trust the stamp for what is committed
             self._recover(m)
             yield m
         except BaseException:

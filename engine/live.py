@@ -92,15 +92,24 @@ class LiveView:
         self._index_gen = -1
         self._index_base: tuple[Any, ...] | None = None  # (kind, params, snapshot gen, epoch)
 
-    def refresh(self, with_index: bool = False) -> Manifest:
+    def refresh(self, with_index: bool = False, reread: bool = False) -> Manifest:
         """Make manifest, vectors and (if loaded or asked for) the index match the newest commit.
 
         The stamp check is lock-free (one stat); catching up takes the exclusive lock and looks
         again, so a commit is replayed once however many threads noticed it.
+
+        ``reread``: read the manifest even when the stamp has not changed. The writer asks for
+        this under the collection lock: a stamp is (inode, mtime, size), ext4 hands the freed
+        inode of the manifest before last straight to the next one, and on a filesystem with
+        coarse timestamps two commits within a tick can look alike. A reader that misses a
+        commit that way only serves it late; a writer would take the older manifest for the
+        committed state and roll the newer rows back as a killed writer's leftovers.
         """
-        if self._is_current(with_index):
+        if not reread and self._is_current(with_index):
             return self.manifest
         with self.lock.write():
+            if reread:
+                self._stamp = None
             for attempt in range(RETRIES):
                 if self._is_current(with_index):
                     break

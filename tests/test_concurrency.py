@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine import CollectionLocked
@@ -81,3 +82,24 @@ def test_second_writer_waits_then_fails_with_collection_locked(engine):
         holder.writer._lock.release()
     other.add(texts=["x"], ids=["x"])
     assert other.count() == 1
+
+
+def test_a_writer_never_takes_a_repeated_manifest_stamp_for_the_committed_state(
+    engine, monkeypatch
+):
+    """ext4 gives a new manifest the inode of the one before last; with coarse timestamps the
+    change detector's (inode, mtime, size) can repeat. A writer that believed it must not roll
+    back another handle's commit as if it were a killed writer's leftovers."""
+    from engine import Engine, live
+
+    col = engine.create("twice", encoder="precomputed", index="flat", options={"dim": 4})
+    monkeypatch.setattr(live, "manifest_stamp", lambda folder: ("same", 0, 0))
+    other = Engine(engine.home).open("twice")  # another process, in effect
+    assert other.count() == 0  # it has read the manifest of the empty collection
+    eye = np.eye(4, dtype=np.float32)
+    col.add(vectors=eye[:1], ids=["first"])  # committed; `other` sees no new stamp
+    other.add(vectors=eye[1:2], ids=["second"])
+    monkeypatch.undo()
+    fresh = Engine(engine.home).open("twice")
+    assert sorted(d.id for d in fresh.get(["first", "second"]) if d) == ["first", "second"]
+    assert fresh.count() == 2 and fresh.manifest.generation == 2
