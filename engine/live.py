@@ -8,6 +8,7 @@ whole index, and reloads from the newest snapshot only when it has fallen behind
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ from engine.vectors import VectorFile
 from indexes.base import VectorIndex
 
 RETRIES = 5
+#: Seconds after which a view reads the manifest again even though its stamp did not change:
+#: a stamp can repeat (see :meth:`LiveView.refresh`), and a reader must not serve an old
+#: generation for longer than this because of it. One small JSON read a second.
+RECHECK_S = 1.0
 #: Vectors gathered per step of a replay (16,384 x 512 float32 = 32 MiB at a time).
 REPLAY_CHUNK = 16_384
 
@@ -83,6 +88,7 @@ class LiveView:
         self.manifest: Manifest = read_manifest(folder)
         self.identity = Identity.of(self.manifest)
         self._stamp = manifest_stamp(folder)
+        self._read_at = time.monotonic()
         self.vectors = VectorFile(folder / "vectors", self.manifest.dim, self.manifest.vectors)
         self.head: Head | None = self._head_for(self.manifest)
         self.tuned: VectorFile | None = None
@@ -101,9 +107,10 @@ class LiveView:
         ``reread``: read the manifest even when the stamp has not changed. The writer asks for
         this under the collection lock: a stamp is (inode, mtime, size), ext4 hands the freed
         inode of the manifest before last straight to the next one, and on a filesystem with
-        coarse timestamps two commits within a tick can look alike. A reader that misses a
-        commit that way only serves it late; a writer would take the older manifest for the
-        committed state and roll the newer rows back as a killed writer's leftovers.
+        coarse timestamps two commits within a tick can look alike. A writer that believed such
+        a stamp would take the older manifest for the committed state and roll the newer rows
+        back as a killed writer's leftovers; a reader would serve the older generation, which
+        the re-read every :data:`RECHECK_S` bounds.
         """
         if not reread and self._is_current(with_index):
             return self.manifest
@@ -128,9 +135,14 @@ class LiveView:
             return self.manifest
 
     def _is_current(self, with_index: bool) -> bool:
-        return manifest_stamp(self.folder) == self._stamp and (
-            self.index is not None or not with_index
+        return (
+            manifest_stamp(self.folder) == self._stamp
+            and (self.index is not None or not with_index)
+            and not self._recheck_due()
         )
+
+    def _recheck_due(self) -> bool:
+        return time.monotonic() - self._read_at >= RECHECK_S
 
     def _forget(self) -> None:
         self._stamp = None
@@ -156,8 +168,9 @@ class LiveView:
                     f"re-created"
                 )
             raise CorruptCollection(f"{self.folder / 'manifest.json'} is missing")
-        if stamp != self._stamp:
+        if stamp != self._stamp or self._recheck_due():
             manifest = read_manifest(self.folder)
+            self._read_at = time.monotonic()
             self.identity = self.identity.check(manifest, self.folder.name)
             if manifest.vectors != self.vectors.files:
                 self.vectors = VectorFile(self.folder / "vectors", manifest.dim, manifest.vectors)
@@ -292,6 +305,7 @@ class LiveView:
             self.manifest = manifest
             self.identity = Identity.of(manifest)  # an older collection may just have got one
             self._stamp = manifest_stamp(self.folder)
+            self._read_at = time.monotonic()
             if manifest.vectors != self.vectors.files:
                 self.vectors = VectorFile(self.folder / "vectors", manifest.dim, manifest.vectors)
             self.head = self._head_for(manifest)

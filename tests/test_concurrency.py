@@ -99,7 +99,15 @@ def test_a_writer_never_takes_a_repeated_manifest_stamp_for_the_committed_state(
     eye = np.eye(4, dtype=np.float32)
     col.add(vectors=eye[:1], ids=["first"])  # committed; `other` sees no new stamp
     other.add(vectors=eye[1:2], ids=["second"])
+    reader = Engine(engine.home).open("twice")
+    assert reader.count() == 2
+    col.add(vectors=eye[2:3], ids=["third"])
+    # A reader that took the repeated stamp for "no commit" serves the old generation only
+    # until its periodic re-read of the manifest.
+    monkeypatch.setattr(live, "RECHECK_S", 0.2)
+    time.sleep(0.25)
+    assert [d.id for d in reader.get(["third"]) if d] == ["third"]
     monkeypatch.undo()
     fresh = Engine(engine.home).open("twice")
     assert sorted(d.id for d in fresh.get(["first", "second"]) if d) == ["first", "second"]
-    assert fresh.count() == 2 and fresh.manifest.generation == 2
+    assert fresh.count() == 3 and fresh.manifest.generation == 3
