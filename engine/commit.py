@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -80,6 +80,11 @@ class Writer:
         self.vectors = VectorWriter(folder / "vectors", view.manifest.dim)
         self._tuned: VectorWriter | None = None
         self._upgraded = False
+        #: Told, after the write lock is let go, the contents of image rows that commits under
+        #: it retired (engine.blobs removes files no row uses any more). Never under the lock:
+        #: that removal waits for uploads, which wait for this lock.
+        self.on_release: Callable[[list[str]], Any] | None = None
+        self._released: list[str] = []
 
     @contextmanager
     def writing(self) -> Iterator[Manifest]:
@@ -107,8 +112,11 @@ class Writer:
             self.view.drop_index()
             raise
         finally:
+            released, self._released = self._released, []
             self._lock.release()
             self._thread_lock.release()
+            if released and self.on_release is not None:
+                self.on_release(released)
 
     @property
     def tuned(self) -> VectorWriter:
@@ -158,6 +166,8 @@ class Writer:
                 tune = {**m.tune, "vectors": asdict(tuned)}  # type: ignore[dict-item]
                 change = replace(change, tune=tune)
         keyword = (change.keyword or m.keyword) is not None
+        # Read before the write: a snapshot below purges the rows this commit retires.
+        images = self.store.image_contents_of(change.retire) if change.retire else []
         self.store.write(gen, change.rows, change.retire, keyword=keyword)
         if change.index is not None:
             # A replacement index is private until published: build and save it while
@@ -175,6 +185,7 @@ class Writer:
                     given = change.vectors if change.tuned_vectors is None else change.tuned_vectors
                     index.add(ids, self.view.to_index(given))
                 new = self._publish(m, change, index, files, gen)
+        self._released.extend(images)  # committed: their files may go once the lock is let go
         if new.snapshot_generation != m.snapshot_generation:
             if m.snapshot_generation is not None:
                 snapshot_path(self.folder, m.snapshot_generation).unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
+from engine.blobs import BLOBS, Blobs
 from engine.errors import CollectionLocked, CorruptCollection, HubsearchError
 from engine.live import LiveView, snapshot_path
 from engine.manifest import Manifest, file_crc32, indexable, read_manifest, write_manifest
@@ -36,6 +37,8 @@ SAMPLE = 256
 #: For kinds that keep only codes (trained ivfpq) the sample is self-queried instead; an
 #: approximate index may miss a few, a wrong code book or stale codes miss most.
 SELF_QUERY_MISSES = 0.1
+#: Seconds `verify` waits for uploads to let the blob folder be looked at alone.
+BLOB_LOCK_WAIT = 5.0
 
 
 def diagnose(folder: Path, registry: Any) -> list[str]:
@@ -57,6 +60,7 @@ def diagnose(folder: Path, registry: Any) -> list[str]:
         problems.extend(_unrecoverable_problem(store, m))
         if m.keyword is not None:
             problems.extend(store.check_keywords())
+        problems.extend(_blob_problems(folder, store))
     except CorruptCollection as exc:
         problems = [str(exc)]
     finally:
@@ -86,44 +90,74 @@ def repair(
         ) from None
     actions: list[str] = []
     try:
-        damage = store.check()
-        if damage:
-            raise CorruptCollection(
-                f"{damage[0]}; the documents live only there and cannot be rebuilt from the "
-                f"vectors: restore {store.where} from a backup (nothing was changed)"
+        try:
+            damage = store.check()
+            if damage:
+                raise CorruptCollection(
+                    f"{damage[0]}; the documents live only there and cannot be rebuilt from the "
+                    f"vectors: restore {store.where} from a backup (nothing was changed)"
+                )
+            if store.max_generation() > m.generation:
+                store.rollback_after(m.generation)
+                actions.append("rolled back rows of an interrupted write")
+            vector_problems = _vector_problems(folder, m)
+            rebuild = False
+            if vector_problems:
+                actions.extend(vector_problems)
+                m = _rebuild_vectors(folder, m, store, registry, build_encoder, actions)
+                rebuild = True
+            else:
+                index_problems = _index_problems(folder, store, registry, m)
+                actions.extend(index_problems)
+                rebuild = bool(index_problems)
+            if m.keyword is not None and store.check_keywords():
+                # Built from the stored texts in one transaction, as `reindex --keyword` does.
+                rows = store.build_keywords()
+                actions.append(f"rebuilt the keyword index from the stored texts ({rows} rows)")
+            lost = _still_lost(store, m)
+            if len(lost) and drop_unrecoverable:
+                m = _drop(folder, m, store, lost, actions)
+                rebuild = True
+            elif len(lost):
+                actions.append(_lost_sentence(store, m, lost))
+            if rebuild:
+                m = m.evolve(
+                    snapshot_generation=None, snapshot_crc32=None, changes_since_snapshot=m.count
+                )
+                write_manifest(folder, m)
+        finally:
+            lock.release()
+        # After the write lock: removing waits for uploads, which wait for that lock.
+        removed = Blobs(folder, store, lock_timeout).sweep()
+        if removed:
+            actions.append(
+                f"removed {len(removed)} image files no document uses from {BLOBS}/ "
+                f"({_first(removed)})"
             )
-        if store.max_generation() > m.generation:
-            store.rollback_after(m.generation)
-            actions.append("rolled back rows of an interrupted write")
-        vector_problems = _vector_problems(folder, m)
-        rebuild = False
-        if vector_problems:
-            actions.extend(vector_problems)
-            m = _rebuild_vectors(folder, m, store, registry, build_encoder, actions)
-            rebuild = True
-        else:
-            index_problems = _index_problems(folder, store, registry, m)
-            actions.extend(index_problems)
-            rebuild = bool(index_problems)
-        if m.keyword is not None and store.check_keywords():
-            # Built from the stored texts in one transaction, as `reindex --keyword` does.
-            rows = store.build_keywords()
-            actions.append(f"rebuilt the keyword index from the stored texts ({rows} rows)")
-        lost = _still_lost(store, m)
-        if len(lost) and drop_unrecoverable:
-            m = _drop(folder, m, store, lost, actions)
-            rebuild = True
-        elif len(lost):
-            actions.append(_lost_sentence(store, m, lost))
-        if rebuild:
-            m = m.evolve(
-                snapshot_generation=None, snapshot_crc32=None, changes_since_snapshot=m.count
-            )
-            write_manifest(folder, m)
     finally:
-        lock.release()
         store.close()
     return actions
+
+
+def _blob_problems(folder: Path, store: Store) -> list[str]:
+    """Live documents whose stored image is gone, and stored images no document uses."""
+    blobs = Blobs(folder, store, BLOB_LOCK_WAIT)
+    problems = [f"the image file {c} of a live document is missing" for c in blobs.missing()]
+    try:
+        orphans = blobs.orphans()
+    except CollectionLocked:  # uploads kept it busy: unknown, so not reported
+        orphans = []
+    if orphans:
+        problems.append(
+            f"{len(orphans)} image files in {BLOBS}/ are used by no document "
+            f"({_first(orphans)}); "
+            f"`hubsearch repair {folder.name}` removes them"
+        )
+    return problems
+
+
+def _first(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (" ..." if len(names) > n else "")
 
 
 def _store(folder: Path, m: Manifest) -> Store:

@@ -514,6 +514,26 @@ class Store:
                 indexed += keyword_store.insert(conn, [tuple(r) for r in batch])
                 last = batch[-1][0]
 
+    def image_contents(self, gen: int, live_only: bool = False) -> list[str]:
+        """Contents (paths) of image rows not retired at or before ``gen``: live ones, and
+        ones an uncommitted write added or is retiring. With ``live_only``, those visible at
+        ``gen``. One scan (content has no index); engine.blobs decides which are its files."""
+        d = documents.c
+        kept = visible(gen) if live_only else or_(d.gen_deleted.is_(None), d.gen_deleted > gen)
+        with self.engine.connect() as conn:
+            query = select(d.content).where(d.modality == "image", kept).distinct()
+            return list(conn.execute(query).scalars())
+
+    def image_contents_of(self, ids: Sequence[int]) -> list[str]:
+        """Contents (paths) of the image rows among ``ids``, whatever their generations."""
+        d = documents.c
+        found: list[str] = []
+        with self.engine.connect() as conn:
+            for chunk in _chunks([int(i) for i in ids], _chunk_size(conn, 1)):
+                query = select(d.content).where(d.id.in_(chunk), d.modality == "image")
+                found.extend(conn.execute(query).scalars())
+        return found
+
     def max_generation(self) -> int:
         d = documents.c
         with self.engine.connect() as conn:
