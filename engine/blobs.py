@@ -148,12 +148,13 @@ class Blobs:
         Best effort: the commit stands whatever happens here, and a file left behind is an
         orphan for the next `compact` or `repair`. Returns the names removed.
         """
-        names = {n for n in map(named_blob, contents) if n is not None}
-        if not names or not self.dir.is_dir():
+        contents = [c for c in contents if named_blob(c)]
+        if not contents or not self.dir.is_dir():
             return []
         if getattr(self._local, "depth", 0):
-            self._local.pending = getattr(self._local, "pending", set()) | names
+            self._local.pending = getattr(self._local, "pending", set()) | set(contents)
             return []
+        names = {n for n in map(named_blob, contents) if n is not None}
         try:
             return self._remove(names)
         except CollectionLocked:
