@@ -10,8 +10,9 @@ names are ever removed: images an embedded caller added from elsewhere are never
 Why a lock of its own, and why shared/exclusive: an upload writes (or finds) the file, then
 encodes it and commits the add; a removal running in between would leave a live document whose
 file is gone. So whoever is about to reference a blob (an upload, any add naming a blob path)
-holds ``blobs/.lock`` *shared* from before the file is looked at until its add has committed,
-and a removal holds it *exclusive* while it looks for references and unlinks. Uploads therefore
+holds ``blobs.lock`` (beside ``write.lock``) *shared* from before the file is looked at until
+its add has committed, and a removal holds it *exclusive* while it looks for references and
+unlinks. Uploads therefore
 still encode in parallel; only a removal waits for them (and they for it, briefly). Each hold
 is its own open file description, so `flock` orders threads of one process as it orders
 processes. Removals never hold the collection's write lock while they wait, so the two locks
@@ -41,7 +42,7 @@ from engine.store import Store
 
 BLOBS = "blobs"
 BLOB_NAME = re.compile(r"[0-9a-f]{64}\.[a-z0-9]{1,5}")
-LOCK = ".lock"
+LOCK = "blobs.lock"  # beside write.lock: the blob folder holds nothing but images
 #: How often a waiting hold tries the lock again (flock has no timeout of its own).
 POLL_S = 0.01
 
@@ -119,11 +120,8 @@ class Blobs:
                     self.release(pending)
 
     def _hold(self, mode: int) -> int:
-        """An open descriptor of ``blobs/.lock`` holding ``mode``; close it to let go."""
-        if not self.dir.is_dir():
-            self.dir.mkdir(exist_ok=True)
-            fsync_dir(self.folder)
-        fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        """An open descriptor of ``blobs.lock`` holding ``mode``; close it to let go."""
+        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
