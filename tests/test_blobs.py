@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -247,3 +248,47 @@ def test_uploads_racing_a_deleting_process_never_lose_a_live_documents_file(engi
     assert live_files_exist(pics)
     pics.delete([f"d{i}" for i in range(6)])
     assert files(pics) == set()
+
+
+CHURN = """
+import io, sys
+from PIL import Image
+from engine import Engine
+from engine.serve.blobs import add_uploads
+
+def png(i):
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 12), (i * 40 % 256, 0, 0)).save(buf, "PNG")
+    return buf.getvalue()
+
+col = Engine(sys.argv[1], lock_timeout=30).open("pics")
+i = 0
+while True:  # uploads, replacements, shared bytes and deletes, until killed
+    add_uploads(col, [(png(i % 5), "png")], ["d%d" % (i % 4)], None, None)
+    if i % 3 == 2:
+        col.delete(["d%d" % ((i + 1) % 4)])
+    print(i, flush=True)
+    i += 1
+"""
+
+
+def test_a_killed_writer_leaves_orphans_at_worst_never_a_document_without_its_file(engine, pics):
+    rng = random.Random(5)
+    for _ in range(6):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHURN, str(engine.home)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(rng.randint(3, 25)):  # let it get some writes done, then kill it
+            if not proc.stdout.readline():
+                break
+        time.sleep(rng.uniform(0, 0.05))
+        proc.kill()
+        proc.wait()
+        col = engine.open("pics")
+        assert live_files_exist(col)  # the writer's recovery has not even run yet
+        col.close()
+    engine.repair("pics")
+    col = engine.open("pics")
+    assert live_files_exist(col) and col.blobs.orphans() == []
+    used = {os.path.basename(d.content) for d in col.get([f"d{i}" for i in range(4)]) if d}
+    assert files(col) == used
