@@ -32,7 +32,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -139,6 +139,16 @@ class Blobs:
             time.sleep(POLL_S)
 
     # -- removal ----------------------------------------------------------------------------
+
+    def named_by(self, ids: Sequence[int]) -> list[str]:
+        """Contents naming blobs among rows about to be retired (`Writer.commit`'s hook).
+
+        Without a blob folder nothing can be removed, so nothing is read: a text collection's
+        replacing add of 20,000 rows spent 11% of its time reading these contents.
+        """
+        if not self.dir.is_dir():
+            return []
+        return [c for c in self.store.image_contents_of(ids) if named_blob(c)]
 
     def release(self, contents: Iterable[str]) -> list[str]:
         """After a commit retired rows with these contents: remove blobs no row uses now.

@@ -112,7 +112,7 @@ class Collection:
         self.planner = Planner(self.store)
         self.writer = Writer(folder, self.store, self.view, lock_timeout)
         self.blobs = Blobs(folder, self.store, lock_timeout)
-        self.writer.on_release = self.blobs.release  # image files follow their rows
+        self.writer.blobs = self.blobs  # stored image files follow their rows
         self.recall = RecallKeeper(self.view, self.writer)
         self._tuned: Any = None  # the TunedEncoder of a `tune --full` space, by weights
 

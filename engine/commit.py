@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -68,6 +68,18 @@ class Change:
     tuned_vectors: np.ndarray | None = None
 
 
+class Retiring(Protocol):
+    """What a commit tells about the rows it retires (engine.blobs: their stored images)."""
+
+    def named_by(self, ids: Sequence[int]) -> list[str]:
+        """Under the write lock, before the rows are retired: what of theirs may go after."""
+        ...
+
+    def release(self, contents: list[str]) -> Any:
+        """After the write lock is let go: the commits that retired them stand."""
+        ...
+
+
 class Writer:
     def __init__(self, folder: Path, store: Store, view: LiveView, lock_timeout: float) -> None:
         self.folder = folder
@@ -80,10 +92,8 @@ class Writer:
         self.vectors = VectorWriter(folder / "vectors", view.manifest.dim)
         self._tuned: VectorWriter | None = None
         self._upgraded = False
-        #: Told, after the write lock is let go, the contents of image rows that commits under
-        #: it retired (engine.blobs removes files no row uses any more). Never under the lock:
-        #: that removal waits for uploads, which wait for this lock.
-        self.on_release: Callable[[list[str]], Any] | None = None
+        #: The collection's stored images (engine.blobs), told what commits retired.
+        self.blobs: Retiring | None = None
         self._released: list[str] = []
 
     @contextmanager
@@ -115,8 +125,9 @@ class Writer:
             released, self._released = self._released, []
             self._lock.release()
             self._thread_lock.release()
-            if released and self.on_release is not None:
-                self.on_release(released)
+            if released and self.blobs is not None:
+                # Never under the lock: the removal waits for uploads, which wait for it.
+                self.blobs.release(released)
 
     @property
     def tuned(self) -> VectorWriter:
@@ -167,7 +178,7 @@ class Writer:
                 change = replace(change, tune=tune)
         keyword = (change.keyword or m.keyword) is not None
         # Read before the write: a snapshot below purges the rows this commit retires.
-        images = self.store.image_contents_of(change.retire) if change.retire else []
+        images = self.blobs.named_by(change.retire) if change.retire and self.blobs else []
         self.store.write(gen, change.rows, change.retire, keyword=keyword)
         if change.index is not None:
             # A replacement index is private until published: build and save it while
