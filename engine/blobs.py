@@ -43,6 +43,8 @@ from engine.store import Store
 BLOBS = "blobs"
 BLOB_NAME = re.compile(r"[0-9a-f]{64}\.[a-z0-9]{1,5}")
 LOCK = "blobs.lock"  # beside write.lock: the blob folder holds nothing but images
+#: Candidate names a removal looks up by their endings; more read every image row's path.
+FEW = 64
 #: How often a waiting hold tries the lock again (flock has no timeout of its own).
 POLL_S = 0.01
 
@@ -180,7 +182,7 @@ class Blobs:
             return []
         fd = self._hold(fcntl.LOCK_EX)
         try:
-            return sorted(set(self._files()) - self._referenced())
+            return sorted(set(self._files()) - self._referenced(None))
         finally:
             os.close(fd)
 
@@ -197,10 +199,12 @@ class Blobs:
     def _remove(self, names: set[str] | None) -> list[str]:
         fd = self._hold(fcntl.LOCK_EX)
         try:
-            files = set(self._files())
-            doomed = (files if names is None else files & names) - self._referenced()
-            if names is None:  # a killed upload's temp file; none is being written now
+            if names is None:  # all, and killed uploads' temp files: none is being written now
+                doomed = set(self._files()) - self._referenced(None)
                 doomed |= {p.name for p in self.dir.glob(".*.tmp")}
+            else:
+                doomed = {n for n in names if (self.dir / n).exists()}
+                doomed -= self._referenced(doomed) if doomed else set()
             for name in sorted(doomed):
                 (self.dir / name).unlink(missing_ok=True)
             if doomed:
@@ -212,12 +216,19 @@ class Blobs:
     def _files(self) -> list[str]:
         return [n for n in os.listdir(self.dir) if BLOB_NAME.fullmatch(n)]
 
-    def _referenced(self) -> set[str]:
-        """Blob names of rows the store keeps past the committed generation.
+    def _referenced(self, names: set[str] | None) -> set[str]:
+        """Blob names (among ``names``, or all) of rows the store keeps past the committed
+        generation.
 
         The generation is read first: a writer committing meanwhile only makes more rows count
         (rows it retires are retired after it), never fewer. Rows of an uncommitted add count
-        too; no add naming a blob is in flight while the exclusive lock is held.
+        too; no add naming a blob is in flight while the exclusive lock is held. A few names
+        are asked for by their endings: reading every image row's path into Python cost 1.1 s
+        of a one-document delete at 100,000 images.
         """
         gen = read_manifest(self.folder).generation
-        return {n for n in map(named_blob, self.store.image_contents(gen)) if n is not None}
+        endings = None
+        if names is not None and len(names) <= FEW:
+            endings = [f"{os.sep}{BLOBS}{os.sep}{n}" for n in sorted(names)]
+        contents = self.store.image_contents(gen, endings=endings)
+        return {n for n in map(named_blob, contents) if n is not None}

@@ -514,15 +514,20 @@ class Store:
                 indexed += keyword_store.insert(conn, [tuple(r) for r in batch])
                 last = batch[-1][0]
 
-    def image_contents(self, gen: int, live_only: bool = False) -> list[str]:
+    def image_contents(
+        self, gen: int, live_only: bool = False, endings: Sequence[str] | None = None
+    ) -> list[str]:
         """Contents (paths) of image rows not retired at or before ``gen``: live ones, and
         ones an uncommitted write added or is retiring. With ``live_only``, those visible at
-        ``gen``. One scan (content has no index); engine.blobs decides which are its files."""
+        ``gen``; with ``endings``, only contents ending so (plain text: no LIKE wildcards).
+        One scan (content has no index); engine.blobs decides which are its files."""
         d = documents.c
         kept = visible(gen) if live_only else or_(d.gen_deleted.is_(None), d.gen_deleted > gen)
+        query = select(d.content).where(d.modality == "image", kept)
+        if endings is not None:
+            query = query.where(or_(*[d.content.like(f"%{e}") for e in endings]))
         with self.engine.connect() as conn:
-            query = select(d.content).where(d.modality == "image", kept).distinct()
-            return list(conn.execute(query).scalars())
+            return list(conn.execute(query.distinct()).scalars())
 
     def image_contents_of(self, ids: Sequence[int]) -> list[str]:
         """Contents (paths) of the image rows among ``ids``, whatever their generations."""
