@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -292,3 +293,21 @@ def test_a_killed_writer_leaves_orphans_at_worst_never_a_document_without_its_fi
     assert live_files_exist(col) and col.blobs.orphans() == []
     used = {os.path.basename(d.content) for d in col.get([f"d{i}" for i in range(4)]) if d}
     assert files(col) == used
+
+
+def test_a_moved_collection_keeps_the_files_its_rows_name_by_the_old_path(pics, registry, tmp_path):
+    """Rows keep the absolute path they were added with; a copy restored elsewhere must not
+    read that as 'no row uses these files' (references are matched by blob name)."""
+    from engine import Engine
+
+    red = upload(pics, RED, "a")
+    upload(pics, BLUE, "b")
+    pics.close()
+    shutil.copytree(pics.folder, tmp_path / "elsewhere" / "pics")
+    elsewhere = Engine(tmp_path / "elsewhere", registry=registry)
+    moved = elsewhere.open("pics")
+    moved.compact()
+    assert elsewhere.verify("pics") == [] and len(files(moved)) == 2
+    moved.delete(["a"])  # its row names the old path: the copy's own file goes
+    assert files(moved) == {os.path.basename(moved.get(["b"])[0].content)}
+    assert red.exists()  # the original collection is another collection
