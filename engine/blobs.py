@@ -122,7 +122,10 @@ class Blobs:
                     self.release(pending)
 
     def _hold(self, mode: int) -> int:
-        """An open descriptor of ``blobs.lock`` holding ``mode``; close it to let go."""
+        """An open descriptor of ``blobs.lock`` holding ``mode``; close it to let go.
+
+        `flock` (POSIX) has no timeout of its own: non-blocking tries until the deadline.
+        """
         fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.lock_timeout
         while True:
@@ -130,9 +133,10 @@ class Blobs:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 return fd
             except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                busy = exc.errno in (errno.EAGAIN, errno.EACCES)
+                if not busy or time.monotonic() > deadline:
                     os.close(fd)
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    if not busy:
                         raise
                     raise CollectionLocked(
                         f"the image files of collection {self.folder.name!r} are being "
@@ -167,7 +171,7 @@ class Blobs:
         names = {n for n in map(named_blob, contents) if n is not None}
         try:
             return self._remove(names)
-        except CollectionLocked:
+        except (CollectionLocked, OSError):  # busy past the timeout; dropped; a disk error
             return []
 
     def sweep(self) -> list[str]:
