@@ -306,6 +306,11 @@ def test_an_uploaded_image_goes_with_the_last_document_using_it(server, home, ad
     assert col.delete(["r2"]) == 1
     assert http(server, "GET", url_red, READ).status_code == 404
     assert _blob_files(home, "shared") == [col.get(["b"])[0].content.rsplit("/", 1)[1]]
+    # An upload the add refuses as a whole leaves no file behind.
+    r = http(server, "POST", "/collections/shared/images", WRITE,
+             files=[("files", ("x.png", red, "image/png"))], data={"metadata": "[5]"})  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]["type"] == "BadInput"
+    assert len(_blob_files(home, "shared")) == 1
     orphan = home / "shared" / "blobs" / ("e" * 64 + ".png")  # as a kill before the add left
     orphan.write_bytes(red)
     col.compact()

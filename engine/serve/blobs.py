@@ -43,11 +43,19 @@ def add_uploads(
 
     One blocking call, so the blob lock is held shared by one thread from writing the files
     until the add has committed: a delete's removal of the last row using the same bytes
-    cannot slip in between (engine.blobs).
+    cannot slip in between (engine.blobs). Files the add did not take (it failed, or skipped
+    them) go again unless another document uses the same bytes.
     """
-    with col.blobs.using():
-        paths = [str(store_blob(col.folder, data, ext)) for data, ext in uploads]
-        return paths, col.add(images=paths, vectors=vectors, ids=ids, metadata=metadata)
+    paths: list[str] = []
+    try:
+        with col.blobs.using():
+            paths = [str(store_blob(col.folder, data, ext)) for data, ext in uploads]
+            report = col.add(images=paths, vectors=vectors, ids=ids, metadata=metadata)
+    except BaseException:
+        col.blobs.release(paths)  # an add that failed (bad metadata, a 503) names none of them
+        raise
+    col.blobs.release([path for path, _ in report.skipped])  # stored, then refused by the add
+    return paths, report
 
 
 def public_content(name: str, folder: Path, content: str) -> str:
