@@ -83,6 +83,11 @@ def store_blob(folder: Path, data: bytes, ext: str) -> Path:
     return path
 
 
+def listed(names: list[str], n: int = 3) -> str:
+    """The first few names, for a message."""
+    return ", ".join(names[:n]) + (" ..." if len(names) > n else "")
+
+
 class Blobs:
     """One collection's blob folder: the lock, and the removal of files no row uses."""
 

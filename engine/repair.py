@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from engine.blobs import BLOBS, Blobs
+from engine.blobs import BLOBS, Blobs, listed
 from engine.errors import CollectionLocked, CorruptCollection, HubsearchError
 from engine.live import LiveView, snapshot_path
 from engine.manifest import Manifest, file_crc32, indexable, read_manifest, write_manifest
@@ -90,51 +90,42 @@ def repair(
         ) from None
     actions: list[str] = []
     try:
-        try:
-            damage = store.check()
-            if damage:
-                raise CorruptCollection(
-                    f"{damage[0]}; the documents live only there and cannot be rebuilt from the "
-                    f"vectors: restore {store.where} from a backup (nothing was changed)"
-                )
-            if store.max_generation() > m.generation:
-                store.rollback_after(m.generation)
-                actions.append("rolled back rows of an interrupted write")
-            vector_problems = _vector_problems(folder, m)
-            rebuild = False
-            if vector_problems:
-                actions.extend(vector_problems)
-                m = _rebuild_vectors(folder, m, store, registry, build_encoder, actions)
-                rebuild = True
-            else:
-                index_problems = _index_problems(folder, store, registry, m)
-                actions.extend(index_problems)
-                rebuild = bool(index_problems)
-            if m.keyword is not None and store.check_keywords():
-                # Built from the stored texts in one transaction, as `reindex --keyword` does.
-                rows = store.build_keywords()
-                actions.append(f"rebuilt the keyword index from the stored texts ({rows} rows)")
-            lost = _still_lost(store, m)
-            if len(lost) and drop_unrecoverable:
-                m = _drop(folder, m, store, lost, actions)
-                rebuild = True
-            elif len(lost):
-                actions.append(_lost_sentence(store, m, lost))
-            if rebuild:
-                m = m.evolve(
-                    snapshot_generation=None, snapshot_crc32=None, changes_since_snapshot=m.count
-                )
-                write_manifest(folder, m)
-        finally:
-            lock.release()
-        # After the write lock: removing waits for uploads, which wait for that lock.
-        removed = Blobs(folder, store, lock_timeout).sweep()
-        if removed:
-            actions.append(
-                f"removed {len(removed)} image files no document uses from {BLOBS}/ "
-                f"({_first(removed)})"
+        damage = store.check()
+        if damage:
+            raise CorruptCollection(
+                f"{damage[0]}; the documents live only there and cannot be rebuilt from the "
+                f"vectors: restore {store.where} from a backup (nothing was changed)"
             )
+        if store.max_generation() > m.generation:
+            store.rollback_after(m.generation)
+            actions.append("rolled back rows of an interrupted write")
+        vector_problems = _vector_problems(folder, m)
+        rebuild = False
+        if vector_problems:
+            actions.extend(vector_problems)
+            m = _rebuild_vectors(folder, m, store, registry, build_encoder, actions)
+            rebuild = True
+        else:
+            index_problems = _index_problems(folder, store, registry, m)
+            actions.extend(index_problems)
+            rebuild = bool(index_problems)
+        if m.keyword is not None and store.check_keywords():
+            # Built from the stored texts in one transaction, as `reindex --keyword` does.
+            rows = store.build_keywords()
+            actions.append(f"rebuilt the keyword index from the stored texts ({rows} rows)")
+        lost = _still_lost(store, m)
+        if len(lost) and drop_unrecoverable:
+            m = _drop(folder, m, store, lost, actions)
+            rebuild = True
+        elif len(lost):
+            actions.append(_lost_sentence(store, m, lost))
+        if rebuild:
+            m = m.evolve(
+                snapshot_generation=None, snapshot_crc32=None, changes_since_snapshot=m.count
+            )
+            write_manifest(folder, m)
     finally:
+        lock.release()
         store.close()
     return actions
 
@@ -150,14 +141,9 @@ def _blob_problems(folder: Path, store: Store) -> list[str]:
     if orphans:
         problems.append(
             f"{len(orphans)} image files in {BLOBS}/ are used by no document "
-            f"({_first(orphans)}); "
-            f"`hubsearch repair {folder.name}` removes them"
+            f"({listed(orphans)}); `hubsearch repair {folder.name}` removes them"
         )
     return problems
-
-
-def _first(names: list[str], n: int = 3) -> str:
-    return ", ".join(names[:n]) + (" ..." if len(names) > n else "")
 
 
 def _store(folder: Path, m: Manifest) -> Store:
