@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from engine import recall
+from engine.blobs import BLOBS, listed
 from engine.collection import Collection
 from engine.encoders import IMAGE, TEXT, Encoder
 from engine.errors import (
@@ -273,6 +274,12 @@ class Engine:
         )
         col = self.open(name)
         col.checkpoint()  # the rebuilt index gets a fresh, checksummed snapshot
+        removed = col.blobs.sweep()  # killed writes' orphans (after the write lock: engine.blobs)
+        if removed:
+            actions.append(
+                f"removed {len(removed)} image files no document uses from {BLOBS}/ "
+                f"({listed(removed)})"
+            )
         col.close()
         return actions
 

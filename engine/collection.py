@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from engine import hybrid, maintenance, recall
+from engine.blobs import Blobs
 from engine.commit import SNAPSHOT_MIN_CHANGES, Change, Writer
 from engine.documents import (
     check_ids,
@@ -110,6 +111,8 @@ class Collection:
         self.view.load_index()  # open means ready to serve: damage is reported here, not later
         self.planner = Planner(self.store)
         self.writer = Writer(folder, self.store, self.view, lock_timeout)
+        self.blobs = Blobs(folder, self.store, lock_timeout)
+        self.writer.blobs = self.blobs  # stored image files follow their rows
         self.recall = RecallKeeper(self.view, self.writer)
         self._tuned: Any = None  # the TunedEncoder of a `tune --full` space, by weights
 
@@ -447,7 +450,9 @@ class Collection:
             raise BadInput("add needs texts=, images= or vectors=")
         report = AddReport()
         items, given = self._prepare(texts, images, vectors, ids, metadata, report)
-        with self.writer.writing() as m:
+        # A blob named here must not be removed between encoding it and the commit.
+        blobs = [it.content for it in items if it.modality == IMAGE]
+        with self.blobs.using(blobs), self.writer.writing() as m:
             self._write_items(m, items, given, batch_size, progress, report)
         self.recall.poke()
         return report
@@ -479,7 +484,8 @@ class Collection:
         images = texts if modality == IMAGE else None
         texts = None if images is not None else texts
         items, given = self._prepare(texts, images, vectors, ids, metadata, report)
-        with self.writer.writing() as m:
+        blobs = [it.content for it in items if it.modality == IMAGE]
+        with self.blobs.using(blobs), self.writer.writing() as m:
             self._write_items(m, items, given, None, False, report, own_vectors=True)
         self.recall.poke()
         return report
@@ -725,6 +731,7 @@ class Collection:
         """Drop the vectors and rows of deleted documents from disk and rebuild the index."""
         with self.writer.writing() as m:
             new = maintenance.compact(self.writer, self.registry, self.store, m)
+        self.blobs.sweep()  # also the orphans a killed write left (see engine.blobs)
         self.recall.poke()
         return new
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -68,6 +68,18 @@ class Change:
     tuned_vectors: np.ndarray | None = None
 
 
+class Retiring(Protocol):
+    """What a commit tells about the rows it retires (engine.blobs: their stored images)."""
+
+    def named_by(self, ids: Sequence[int]) -> list[str]:
+        """Under the write lock, before the rows are retired: what of theirs may go after."""
+        ...
+
+    def release(self, contents: list[str]) -> Any:
+        """After the write lock is let go: the commits that retired them stand."""
+        ...
+
+
 class Writer:
     def __init__(self, folder: Path, store: Store, view: LiveView, lock_timeout: float) -> None:
         self.folder = folder
@@ -80,6 +92,9 @@ class Writer:
         self.vectors = VectorWriter(folder / "vectors", view.manifest.dim)
         self._tuned: VectorWriter | None = None
         self._upgraded = False
+        #: The collection's stored images (engine.blobs), told what commits retired.
+        self.blobs: Retiring | None = None
+        self._released: list[str] = []
 
     @contextmanager
     def writing(self) -> Iterator[Manifest]:
@@ -107,8 +122,12 @@ class Writer:
             self.view.drop_index()
             raise
         finally:
+            released, self._released = self._released, []
             self._lock.release()
             self._thread_lock.release()
+            if released and self.blobs is not None:
+                # Never under the lock: the removal waits for uploads, which wait for it.
+                self.blobs.release(released)
 
     @property
     def tuned(self) -> VectorWriter:
@@ -158,6 +177,8 @@ class Writer:
                 tune = {**m.tune, "vectors": asdict(tuned)}  # type: ignore[dict-item]
                 change = replace(change, tune=tune)
         keyword = (change.keyword or m.keyword) is not None
+        # Read before the write: a snapshot below purges the rows this commit retires.
+        images = self.blobs.named_by(change.retire) if change.retire and self.blobs else []
         self.store.write(gen, change.rows, change.retire, keyword=keyword)
         if change.index is not None:
             # A replacement index is private until published: build and save it while
@@ -175,6 +196,7 @@ class Writer:
                     given = change.vectors if change.tuned_vectors is None else change.tuned_vectors
                     index.add(ids, self.view.to_index(given))
                 new = self._publish(m, change, index, files, gen)
+        self._released.extend(images)  # committed: their files may go once the lock is let go
         if new.snapshot_generation != m.snapshot_generation:
             if m.snapshot_generation is not None:
                 snapshot_path(self.folder, m.snapshot_generation).unlink(missing_ok=True)

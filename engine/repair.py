@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
+from engine.blobs import BLOBS, Blobs, listed
 from engine.errors import CollectionLocked, CorruptCollection, HubsearchError
 from engine.live import LiveView, snapshot_path
 from engine.manifest import Manifest, file_crc32, indexable, read_manifest, write_manifest
@@ -36,6 +37,8 @@ SAMPLE = 256
 #: For kinds that keep only codes (trained ivfpq) the sample is self-queried instead; an
 #: approximate index may miss a few, a wrong code book or stale codes miss most.
 SELF_QUERY_MISSES = 0.1
+#: Seconds `verify` waits for uploads to let the blob folder be looked at alone.
+BLOB_LOCK_WAIT = 5.0
 
 
 def diagnose(folder: Path, registry: Any) -> list[str]:
@@ -57,6 +60,7 @@ def diagnose(folder: Path, registry: Any) -> list[str]:
         problems.extend(_unrecoverable_problem(store, m))
         if m.keyword is not None:
             problems.extend(store.check_keywords())
+        problems.extend(_blob_problems(folder, store))
     except CorruptCollection as exc:
         problems = [str(exc)]
     finally:
@@ -124,6 +128,22 @@ def repair(
         lock.release()
         store.close()
     return actions
+
+
+def _blob_problems(folder: Path, store: Store) -> list[str]:
+    """Live documents whose stored image is gone, and stored images no document uses."""
+    blobs = Blobs(folder, store, BLOB_LOCK_WAIT)
+    problems = [f"the image file {c} of a live document is missing" for c in blobs.missing()]
+    try:
+        orphans = blobs.orphans()
+    except CollectionLocked:  # uploads kept it busy: unknown, so not reported
+        orphans = []
+    if orphans:
+        problems.append(
+            f"{len(orphans)} image files in {BLOBS}/ are used by no document "
+            f"({listed(orphans)}); `hubsearch repair {folder.name}` removes them"
+        )
+    return problems
 
 
 def _store(folder: Path, m: Manifest) -> Store:

@@ -514,6 +514,31 @@ class Store:
                 indexed += keyword_store.insert(conn, [tuple(r) for r in batch])
                 last = batch[-1][0]
 
+    def image_contents(
+        self, gen: int, live_only: bool = False, endings: Sequence[str] | None = None
+    ) -> list[str]:
+        """Contents (paths) of image rows not retired at or before ``gen``: live ones, and
+        ones an uncommitted write added or is retiring. With ``live_only``, those visible at
+        ``gen``; with ``endings``, only contents ending so (plain text: no LIKE wildcards).
+        One scan (content has no index); engine.blobs decides which are its files."""
+        d = documents.c
+        kept = visible(gen) if live_only else or_(d.gen_deleted.is_(None), d.gen_deleted > gen)
+        query = select(d.content).where(d.modality == "image", kept)
+        if endings is not None:
+            query = query.where(or_(*[d.content.like(f"%{e}") for e in endings]))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query.distinct()).scalars())
+
+    def image_contents_of(self, ids: Sequence[int]) -> list[str]:
+        """Contents (paths) of the image rows among ``ids``, whatever their generations."""
+        d = documents.c
+        found: list[str] = []
+        with self.engine.connect() as conn:
+            for chunk in _chunks([int(i) for i in ids], _chunk_size(conn, 1)):
+                query = select(d.content).where(d.id.in_(chunk), d.modality == "image")
+                found.extend(conn.execute(query).scalars())
+        return found
+
     def max_generation(self) -> int:
         d = documents.c
         with self.engine.connect() as conn:

@@ -36,7 +36,7 @@ from engine.filters import parse_where
 from engine.limits import check_k
 from engine.serve import schemas, wire
 from engine.serve.batcher import TextBatcher
-from engine.serve.blobs import BLOB_NAME, BLOBS, image_ext, public_content, store_blob
+from engine.serve.blobs import BLOB_NAME, BLOBS, add_uploads, blob_name, image_ext, public_content
 from engine.serve.config import KeyRing, ServeConfig
 from engine.serve.metrics import Metrics
 from engine.serve.middleware import add_error_handlers, add_middleware, error_response, log
@@ -366,8 +366,8 @@ async def _add_uploads(
     if vectors is not None and len(vectors) != n:
         raise BadInput(f"vectors: got {len(vectors)} vectors for {n} images")
 
-    def prepare() -> tuple[list[int], list[str], AddReport]:
-        keep, paths, report = [], [], AddReport()
+    def prepare() -> tuple[list[int], list[tuple[bytes, str]], AddReport]:
+        keep, blobs, report = [], [], AddReport()
         for i, data in enumerate(uploads):
             label = (names[i] if names else None) or f"images[{i}]"
             ext = image_ext(data)
@@ -375,22 +375,23 @@ async def _add_uploads(
                 report.skipped.append((label, "not an image this server can decode"))
                 continue
             keep.append(i)
-            paths.append(str(store_blob(col.folder, data, ext)))
-        return keep, paths, report
+            blobs.append((data, ext))
+        return keep, blobs, report
 
-    keep, paths, report = await run_in_threadpool(prepare)
+    keep, blobs, report = await run_in_threadpool(prepare)
     if not keep:
         return report
     if ids is None:
         ids = [
-            (names[i] if names else None) or os.path.basename(p)
-            for i, p in zip(keep, paths, strict=True)
+            (names[i] if names else None) or blob_name(*blob)
+            for i, blob in zip(keep, blobs, strict=True)
         ]
     else:
         ids = [ids[i] for i in keep]
     metas = None if metadata is None else [metadata[i] for i in keep]
     vecs = None if vectors is None else vectors[keep]
-    added = await run_in_threadpool(col.add, images=paths, vectors=vecs, ids=ids, metadata=metas)
+    # Stored and added in one call: the blob lock is held from the files to the commit.
+    _, added = await run_in_threadpool(add_uploads, col, blobs, ids, metas, vecs)
     added.skipped = [(os.path.basename(p), r) for p, r in added.skipped]
     report.merge(added)
     return report

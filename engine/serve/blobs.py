@@ -2,21 +2,22 @@
 
 An added upload is written to ``<collection>/blobs/<sha256>.<ext>`` (durably, before the add
 commits) and its document's content is that file; the server answers with the URL path
-``/collections/<name>/blobs/<file>`` instead. The same bytes uploaded twice are one file.
+``/collections/<name>/blobs/<file>`` instead. The same bytes uploaded twice are one file,
+which stays while some document uses it (engine.blobs removes it after the last one goes).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from engine.manifest import fsync_dir, write_atomic
+from engine.blobs import BLOB_NAME, BLOBS, blob_name, store_blob
+from engine.collection import AddReport, Collection
 
-BLOBS = "blobs"
-BLOB_NAME = re.compile(r"[0-9a-f]{64}\.[a-z0-9]{1,5}")
+__all__ = ["BLOBS", "BLOB_NAME", "add_uploads", "blob_name", "image_ext", "public_content"]
 _EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
 
 
@@ -31,17 +32,30 @@ def image_ext(data: bytes) -> str | None:
         return None
 
 
-def store_blob(folder: Path, data: bytes, ext: str) -> Path:
-    """Write ``data`` under its hash (temp file, fsync, rename); an existing copy is kept."""
-    blobs = folder / BLOBS
-    path = blobs / f"{hashlib.sha256(data).hexdigest()}.{ext}"
-    if path.exists():
-        return path
-    if not blobs.is_dir():
-        blobs.mkdir(exist_ok=True)
-        fsync_dir(folder)
-    write_atomic(path, data)  # temp, fsync, rename, fsync the folder
-    return path
+def add_uploads(
+    col: Collection,
+    uploads: Sequence[tuple[bytes, str]],
+    ids: Sequence[Any],
+    metadata: Sequence[Any] | None,
+    vectors: Any,
+) -> tuple[list[str], AddReport]:
+    """Store (bytes, ext) uploads as blobs and add them as images; returns (paths, report).
+
+    One blocking call, so the blob lock is held shared by one thread from writing the files
+    until the add has committed: a delete's removal of the last row using the same bytes
+    cannot slip in between (engine.blobs). Files the add did not take (it failed, or skipped
+    them) go again unless another document uses the same bytes.
+    """
+    paths: list[str] = []
+    try:
+        with col.blobs.using():
+            paths = [str(store_blob(col.folder, data, ext)) for data, ext in uploads]
+            report = col.add(images=paths, vectors=vectors, ids=ids, metadata=metadata)
+    except BaseException:
+        col.blobs.release(paths)  # an add that failed (bad metadata, a 503) names none of them
+        raise
+    col.blobs.release([path for path, _ in report.skipped])  # stored, then refused by the add
+    return paths, report
 
 
 def public_content(name: str, folder: Path, content: str) -> str:
