@@ -39,6 +39,7 @@ from typing import Any
 
 from engine.collection import Collection, Hit
 from engine.encoders import TEXT
+from engine.serve.middleware import log
 
 
 @dataclass
@@ -161,22 +162,21 @@ class SearchBatcher:
         for i, query in enumerate(batch):
             groups.setdefault(query.group(), []).append(i)
         answers: list[tuple[Answer | None, BaseException | None]] = [(None, None)] * len(batch)
+        calls = 0
         for rows in groups.values():
-            first = batch[rows[0]]
             try:
-                results = col.search_many(
-                    [batch[i].text for i in rows],
-                    k=first.k,
-                    where=first.where,
-                    modality=first.modality,
-                )
-            except Exception:
+                calls += 1
+                results = col.search_many([batch[i].text for i in rows], **batch[rows[0]].ranking)
+            except Exception as exc:
+                if len(rows) > 1:
+                    log({"event": "batch failed", "collection": name, "error": repr(exc)})
+                calls += len(rows)
                 for i in rows:  # each query alone: its own answer or its own error
                     answers[i] = _search_one(col, batch[i])
                 continue
             for i, hits in zip(rows, results, strict=True):
                 answers[i] = ((col, hits), None)
-        return answers, len(groups)
+        return answers, calls
 
 
 def _search_one(col: Collection, q: _Query) -> tuple[Answer | None, BaseException | None]:
