@@ -115,7 +115,7 @@ class SearchBatcher:
         # Requests that gave up (timeout, client gone) while queued are not run.
         lane.waiting = [q for q in lane.waiting if not q.waiter.done()]
         if lane.busy or not lane.waiting:
-            if not lane.busy:
+            if not lane.busy and self._lanes.get(lane.name) is lane:
                 del self._lanes[lane.name]  # idle and empty: names do not pile up
             return
         batch, lane.waiting = lane.waiting[: self.max_size], lane.waiting[self.max_size :]
