@@ -7,7 +7,8 @@ answered), then open loop at fixed offered rates (latency counted from the sched
 a server that falls behind shows it), unfiltered and filtered on one of 20 categories. The
 generator's own CPU use is printed next to each figure (percent of one core), since it shares
 the machine with the server. ``--text`` measures text queries with the bundled multilingual
-encoder at 32 clients, with and without micro-batching.
+encoder at 32 clients, with and without micro-batching (by default with bench/rawload.py, a
+generator that leaves the cores to the server).
 
 Chroma runs from its own virtual environment (``--chroma`` names its ``chroma`` command; see
 docs/peers.md), never the project's.
@@ -38,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))  # before bench/, whose engine.py would shadow the package
 
+import rawload  # noqa: E402
 from peers_corpus import build, doc_id  # noqa: E402
 
 BANKING = REPO.parent / "shared" / "data" / "banking77"
@@ -347,6 +349,10 @@ def vector_bench(args: argparse.Namespace) -> list[dict]:
 
 
 def text_bench(args: argparse.Namespace) -> list[dict]:
+    """Text queries at 32 clients, micro-batching off (window 0: one engine call, so one encode,
+    per query) and on, in the same run; hybrid (the collection's default: it has a keyword
+    index) and ``mode="vector"`` (the encoder and the index only). The server's own CPU per
+    query is read from /proc: on a shared machine it is steadier than queries/s."""
     from engine import Engine
 
     with open(BANKING / "train.csv", newline="") as f:
@@ -357,39 +363,69 @@ def text_bench(args: argparse.Namespace) -> list[dict]:
     Engine(home).create("faq", encoder="use-multilingual", index="flat").add(
         texts=docs, ids=[str(i) for i in range(len(docs))]
     )
-    bodies = [json.dumps({"query": t, "k": K}).encode() for t in queries]
     rows = []
     for window in args.windows:
         proc, url = start_hubsearch(home, "--batch-window-ms", str(window))
         try:
             target = f"{url}/collections/faq/search"
-            for body in bodies[:20]:  # the graph's first calls trace it: not part of the figure
-                httpx.post(target, content=body, headers=JSON, timeout=120).raise_for_status()
-            res = asyncio.run(closed_loop(target, bodies, 32, args.seconds))
-            text = httpx.get(url + "/metrics").text
-            calls, encoded = (
-                int(next(x.split()[-1] for x in text.splitlines() if x.startswith(name)))
-                for name in (
-                    "hubsearch_query_encoder_calls_total",
-                    "hubsearch_queries_encoded_total",
+            for mode in args.modes:
+                extra = {} if mode == "hybrid" else {"mode": mode}
+                bodies = [json.dumps({"query": t, "k": K, **extra}).encode() for t in queries]
+                for body in bodies[:20]:  # the graph's first calls trace it: not in the figure
+                    httpx.post(target, content=body, headers=JSON, timeout=120).raise_for_status()
+                before = encoder_counts(url)
+                cpu0 = process_cpu(proc.pid)
+                if args.generator == "raw":
+                    raws = rawload.post_requests(target, bodies)
+                    got = asyncio.run(rawload.closed_loop(target, raws, 32, args.seconds))
+                    res = summary(got["latencies"], got["errors"], got["wall"], got["cpu"])
+                else:
+                    res = asyncio.run(closed_loop(target, bodies, 32, args.seconds))
+                server_cpu = process_cpu(proc.pid) - cpu0
+                calls, encoded = (a - b for a, b in zip(encoder_counts(url), before, strict=True))
+                answered = res["qps"] * args.seconds
+                rows.append(
+                    {
+                        "system": "hubsearch",
+                        "query": f"text (use-multilingual), {mode}",
+                        "load": f"32 clients, {args.generator} generator",
+                        "batch_window_ms": window,
+                        "mean_batch": encoded / max(calls, 1),
+                        **res,
+                        "server_cpu_pct": 100 * server_cpu / args.seconds,
+                        "server_cpu_ms_per_q": 1000 * server_cpu / max(answered, 1),
+                        "load_avg": os.getloadavg()[0],
+                    }
                 )
-            )
-            rows.append(
-                {
-                    "system": "hubsearch",
-                    "query": "text (use-multilingual)",
-                    "load": "32 clients",
-                    "batch_window_ms": window,
-                    "mean_batch": encoded / max(calls, 1),
-                    **res,
-                    "load_avg": os.getloadavg()[0],
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
+                print(json.dumps(rows[-1]), flush=True)
         finally:
             stop(proc)
     shutil.rmtree(home, ignore_errors=True)
+    for mode in args.modes:
+        off = [r for r in rows if r["batch_window_ms"] == 0 and r["query"].endswith(mode)]
+        for r in rows:
+            if off and r["batch_window_ms"] and r["query"].endswith(mode):
+                print(
+                    f"{mode}, window {r['batch_window_ms']:g} ms: {r['qps'] / off[0]['qps']:.2f}x "
+                    f"queries/s, {off[0]['server_cpu_ms_per_q'] / r['server_cpu_ms_per_q']:.2f}x "
+                    "less server CPU per query than one encode per request"
+                )
     return rows
+
+
+def encoder_counts(url: str) -> tuple[int, int]:
+    """(encoder calls, texts encoded) from the server's /metrics."""
+    text = httpx.get(url + "/metrics").text
+    return tuple(  # type: ignore[return-value]
+        int(next(x.split()[-1] for x in text.splitlines() if x.startswith(name)))
+        for name in ("hubsearch_query_encoder_calls_total", "hubsearch_queries_encoded_total")
+    )
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def table(rows: list[dict]) -> None:
@@ -407,6 +443,8 @@ def table(rows: list[dict]) -> None:
             "p99_ms",
             "errors",
             "generator_cpu_pct",
+            "server_cpu_pct",
+            "server_cpu_ms_per_q",
             "load_avg",
         )
         if any(k in r for r in rows)
@@ -443,6 +481,13 @@ def main() -> None:
     p.add_argument("--chroma", help="Chroma's `chroma` command, in its own venv")
     p.add_argument("--text", action="store_true", help="text queries: micro-batching on/off")
     p.add_argument("--windows", type=float, nargs="+", default=[0.0, 3.0])
+    p.add_argument("--modes", nargs="+", default=["hybrid", "vector"], help="--text: modes")
+    p.add_argument(
+        "--generator",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="--text: load generator (bench/rawload.py spends ~1/50 of httpx's CPU per request)",
+    )
     p.add_argument("--cache", default=str(HERE / "out"))
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args()

@@ -39,7 +39,7 @@ EXTRA = "hubsearch serve needs the serve extra: pip install 'hubsearch[serve]'"
     "--batch-window-ms",
     default=3.0,
     show_default=True,
-    help="Text queries arriving within this window share one encoder call (0: off).",
+    help="Longest wait of a text query for others to share its search batch (0: off).",
 )
 @click.option("--batch-max", default=64, show_default=True, help="Most queries per encoder call.")
 @click.option(

@@ -172,8 +172,12 @@ class RemoteCollection:
         k: int = 10,
         where: dict[str, Any] | str | None = None,
         modality: str | None = None,
+        min_score: float | str | None = None,
+        mode: str | None = None,
+        alpha: float | None = None,
+        fusion: str | None = None,
     ) -> list[Hit]:
-        body: dict[str, Any] = {"k": k, "where": _where(where), "modality": modality}
+        body = _ranking(k, where, modality, min_score, mode, alpha, fusion)
         if query is not None:
             body["query"] = query
         if image is not None:
@@ -193,8 +197,12 @@ class RemoteCollection:
         where: dict[str, Any] | str | None = None,
         modality: str | None = None,
         batch_size: int | None = None,
+        min_score: float | str | None = None,
+        mode: str | None = None,
+        alpha: float | None = None,
+        fusion: str | None = None,
     ) -> list[list[Hit]]:
-        body: dict[str, Any] = {"k": k, "where": _where(where), "modality": modality}
+        body = _ranking(k, where, modality, min_score, mode, alpha, fusion)
         if queries is not None:
             body["queries"] = list(queries)
         if images is not None:
@@ -282,6 +290,16 @@ def _ids(ids: Any) -> list[Any]:
     if isinstance(ids, (str, bytes)):
         raise BadInput("ids must be a list, not a single string")
     return [i if isinstance(i, (str, int)) and not isinstance(i, bool) else str(i) for i in ids]
+
+
+def _ranking(k: int, where: Any, modality: Any, *extra: Any) -> dict[str, Any]:
+    """A search body's ranking fields; the newer ones only when given, so an older server,
+    which refuses unknown fields, still answers the searches it can."""
+    body: dict[str, Any] = {"k": k, "where": _where(where), "modality": modality}
+    for name, value in zip(("min_score", "mode", "alpha", "fusion"), extra, strict=True):
+        if value is not None:
+            body[name] = value
+    return body
 
 
 def _where(where: Any) -> Any:

@@ -95,6 +95,9 @@ def test_remote_collection_answers_as_the_embedded_one(server, home, vecs, admin
         here = local.search(vector=q[0], k=5, where=where)
         assert [(h.id, h.metadata) for h in remote] == [(h.id, h.metadata) for h in here]
         assert np.allclose([h.score for h in remote], [h.score for h in here], atol=1e-6)
+    floor = local.search(vector=q[1], k=20)[9].score  # min_score travels: 10 of 20 pass
+    remote = vecs.search(vector=q[1], k=20, min_score=floor)
+    assert [h.id for h in remote] == [h.id for h in local.search(vector=q[1], k=20)][:10]
     many = vecs.search_many(vectors=q, k=3, where={"lang": "en"})
     assert [[h.id for h in hits] for hits in many] == [
         [h.id for h in hits] for hits in local.search_many(vectors=q, k=3, where={"lang": "en"})
@@ -125,6 +128,14 @@ def test_errors_are_the_engines_exceptions_with_json_bodies(server, vecs, admin)
         admin.create("a b", encoder="precomputed", options={"dim": 2})
     cases = [
         ("POST", "/collections/vecs/search", {"vector": [1.0] * DIM, "k": 0}, 400, "BadInput"),
+        ("POST", "/collections/vecs/search", {"query": "a text"}, 400, "BadInput"),
+        (
+            "POST",
+            "/collections/vecs/search",
+            {"query": "a", "vector": [1.0] * DIM},
+            400,
+            "BadInput",
+        ),
         ("POST", "/collections/vecs/search", {"vector": "x"}, 422, "InvalidRequest"),
         ("POST", "/collections/vecs/search", {"vektor": [1.0]}, 422, "InvalidRequest"),
         ("GET", "/collections/ghost", None, 404, "CollectionNotFound"),
@@ -528,8 +539,9 @@ def test_tls_with_a_self_signed_certificate(tmp_path):
 
 @pytest.mark.slow  # loads the multilingual model twice (test process and server): ~60 s
 def test_concurrent_text_queries_share_encoder_calls_and_match_single_ones(tmp_path):
-    """The real multilingual encoder: queries encoded in one batch give the hits each gets
-    alone."""
+    """The real multilingual encoder: queries searched in one batch get the hits each gets
+    alone, which are the embedded collection's (hybrid by default: it has a keyword index);
+    a bad query in the batch gets its own error and fails none of its neighbours."""
     texts = [
         "How do I reset my PIN?",
         "Meine Karte wurde gestohlen",
@@ -540,24 +552,37 @@ def test_concurrent_text_queries_share_encoder_calls_and_match_single_ones(tmp_p
         "Wie lange dauert eine Überweisung?",
         "Il mio conto è stato addebitato due volte",
     ]
-    Engine(tmp_path).create("faq", encoder="use-multilingual", index="flat").add(
-        texts=texts, ids=[f"q{i}" for i in range(len(texts))]
-    )
+    local = Engine(tmp_path).create("faq", encoder="use-multilingual", index="flat")
+    local.add(texts=texts, ids=[f"q{i}" for i in range(len(texts))])
     srv = ServerProcess(tmp_path, "--batch-window-ms", "50", "--no-access-log")
     try:
         col = RemoteEngine(srv.url).open("faq")
         queries = ["PIN vergessen", "stolen card", "mot de passe", "transfer time"] * 4
         alone = [col.search(q, k=3) for q in queries[:4]]
+        for q, hits in zip(queries, alone, strict=False):
+            assert [h.id for h in hits] == [h.id for h in local.search(q, k=3)]
+        vector_mode = col.search(queries[1], k=3, mode="vector")
+        assert [h.id for h in vector_mode] == [
+            h.id for h in local.search(queries[1], k=3, mode="vector")
+        ]
+        assert all(h.keyword_score is None for h in vector_mode)
 
         def metric(name):
             text = httpx.get(srv.url + "/metrics").text
             return int(next(x.split()[-1] for x in text.splitlines() if x.startswith(name)))
 
+        def search(q):
+            if q is None:  # joins the batch, fails in it (an alpha out of range)
+                with pytest.raises(BadInput, match="alpha"):
+                    col.search("stolen card", k=3, alpha=7.0)
+                return None
+            return col.search(q, k=3)
+
         calls = metric("hubsearch_query_encoder_calls_total")
-        with ThreadPoolExecutor(16) as pool:
-            together = list(pool.map(lambda q: col.search(q, k=3), queries))
+        with ThreadPoolExecutor(18) as pool:
+            together = list(pool.map(search, [*queries, None, None]))
         assert metric("hubsearch_query_encoder_calls_total") - calls < len(queries)
-        for i, hits in enumerate(together):
+        for i, hits in enumerate(together[: len(queries)]):
             single = alone[i % 4]
             assert [h.id for h in hits] == [h.id for h in single]
             assert np.allclose([h.score for h in hits], [h.score for h in single], atol=1e-5)

@@ -34,7 +34,8 @@ class ServeConfig:
     max_batch: int = 10_000
     #: Seconds a read (search, get, count) may take before the answer is a 504.
     request_timeout: float = 30.0
-    #: Text queries arriving within this window are encoded in one call (0 turns it off).
+    #: Longest wait of a text query, finding its collection's lane idle, for others to share
+    #: its batch (one search_many); queries arriving while a batch runs go next (0: off).
     batch_window_ms: float = 3.0
     batch_max: int = 64
     #: Searches (and other reads) running at once in one worker; the rest queue.

@@ -33,24 +33,41 @@ class AddBody(_Body):
     metadata: list[dict[str, Any] | None] | None = None
 
 
-class SearchBody(_Body):
+class _Ranking(_Body):
+    """How hits are ranked, as ``Collection.search`` takes it (engine/hybrid.py)."""
+
+    k: int = 10
+    where: dict[str, Any] | None = None
+    modality: str | None = None
+    min_score: float | str | None = None
+    mode: str | None = None
+    alpha: float | None = None
+    fusion: str | None = None
+
+    def ranking(self) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "where": self.where,
+            "modality": self.modality,
+            "min_score": self.min_score,
+            "mode": self.mode,
+            "alpha": self.alpha,
+            "fusion": self.fusion,
+        }
+
+
+class SearchBody(_Ranking):
     query: str | None = None
     image: str | None = None  # base64
     vector: list[float] | None = None
     vector_b64: str | None = None
-    k: int = 10
-    where: dict[str, Any] | None = None
-    modality: str | None = None
 
 
-class SearchManyBody(_Body):
+class SearchManyBody(_Ranking):
     queries: list[str] | None = None
     images: list[str] | None = None  # base64
     vectors: list[list[float]] | None = None
     vectors_b64: str | None = None
-    k: int = 10
-    where: dict[str, Any] | None = None
-    modality: str | None = None
 
 
 class IdsBody(_Body):
