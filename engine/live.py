@@ -186,9 +186,12 @@ class LiveView:
         """The exact vectors in the space the index holds (base or tuned ones, through the head)."""
         return self.space_vectors(self.vectors)
 
-    def space_vectors(self, base: Any) -> Any:
-        """``base`` (the base log, or a compaction's new epoch of it) as the index holds it."""
-        return through(base if self.tuned is None else self.tuned, self.head)
+    def space_vectors(self, base: Any, tuned: Any = None) -> Any:
+        """``base`` (the base log, or a compaction's new epoch of it) as the index holds it;
+        ``tuned``: a compaction's new epoch of the tuned log, for a `tune --full` space."""
+        if self.tuned is None:
+            return through(base, self.head)
+        return through(self.tuned if tuned is None else tuned, self.head)
 
     def to_index(self, vectors: Any) -> Any:
         """Encoder vectors (an add's, a query's) in the space the index holds: the base

@@ -7,6 +7,7 @@ crash half-way leaves the old generation in force.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from engine.live import LiveView
 from engine.manifest import Manifest, indexable
 from engine.registry import Registry
 from engine.store import Store
+from engine.tune.space import TUNED_DIR
 from engine.vectors import VectorFile
 from indexes.base import LookupRows, VectorIndex
 
@@ -108,22 +110,34 @@ def rebuild_if_needed(writer: Writer, store: Store, m: Manifest) -> Manifest:
 
 
 def compact(writer: Writer, registry: Registry, store: Store, m: Manifest) -> Manifest:
-    """Rewrite the exact vectors without dead rows, rebuild the index, purge dead rows."""
+    """Rewrite the exact vectors without dead rows, rebuild the index, purge dead rows.
+
+    A `tune --full` collection keeps a second log, its tuned encoder's vectors (tuned/), with
+    the same dead rows: it is compacted alongside, in the same commit.
+    """
+    view = writer.view
     live = indexable(store.live_ids(m.generation), m)
-    files = writer.vectors.compact(writer.view.vectors, live, m.next_id)
-    fresh = VectorFile(writer.view.folder / "vectors", m.dim, files)
-    index = new_index(
-        registry, m.index["kind"], m.index.get("params", {}), writer.view.space_vectors(fresh), live
-    )
+    files = writer.vectors.compact(view.vectors, live, m.next_id)
+    fresh = VectorFile(view.folder / "vectors", m.dim, files)
+    tuned, tune = None, None
+    if view.tuned is not None:
+        tuned_files = writer.tuned.compact(view.tuned, live, m.next_id)
+        tuned = VectorFile(view.folder / TUNED_DIR, m.dim, tuned_files)
+        tune = {**m.tune, "vectors": asdict(tuned_files)}  # type: ignore[dict-item]
+    vectors = view.space_vectors(fresh, tuned)
+    index = new_index(registry, m.index["kind"], m.index.get("params", {}), vectors, live)
     dead = m.next_id - len(live)
     new = writer.commit(
         m,
         Change(
             index=index,
             vector_files=files,
+            tune=tune,
             event={"event": "compact", "live": len(live), "dropped_rows": int(dead)},
         ),
     )
     writer.vectors.remove_epochs_before(files.epoch)
+    if tuned is not None:
+        writer.tuned.remove_epochs_except(tuned.files.epoch)
     store.vacuum()
     return new

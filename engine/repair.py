@@ -28,8 +28,16 @@ from filelock import FileLock, Timeout
 from engine.blobs import BLOBS, Blobs, listed
 from engine.errors import CollectionLocked, CorruptCollection, HubsearchError
 from engine.live import LiveView, snapshot_path
-from engine.manifest import Manifest, file_crc32, indexable, read_manifest, write_manifest
+from engine.manifest import (
+    Manifest,
+    VectorFiles,
+    file_crc32,
+    indexable,
+    read_manifest,
+    write_manifest,
+)
 from engine.store import Store
+from engine.tune.space import TUNED_DIR, tuned_files
 from engine.vectors import VectorWriter, damaged_tail_rows
 
 #: Documents whose indexed vector `verify` compares with the exact vectors.
@@ -56,6 +64,9 @@ def diagnose(folder: Path, registry: Any) -> list[str]:
         if problems:  # the index cannot be rebuilt from these vectors: check the snapshot alone
             snap = _snapshot_problem(folder, m, registry)
             return problems + ([snap] if snap else [])
+        tuned = _tuned_problems(folder, m)
+        if tuned:  # the index holds these vectors: it cannot be checked against them
+            return problems + tuned
         problems.extend(_index_problems(folder, store, registry, m))
         problems.extend(_unrecoverable_problem(store, m))
         if m.keyword is not None:
@@ -105,6 +116,8 @@ def repair(
             actions.extend(vector_problems)
             m = _rebuild_vectors(folder, m, store, registry, build_encoder, actions)
             rebuild = True
+        elif _tuned_problems(folder, m):
+            pass  # not mended here (see _tuned_problems): verify, run next, reports them
         else:
             index_problems = _index_problems(folder, store, registry, m)
             actions.extend(index_problems)
@@ -153,37 +166,61 @@ def _store(folder: Path, m: Manifest) -> Store:
 
 
 def _vector_problems(folder: Path, m: Manifest) -> list[str]:
-    v, vec = m.vectors, folder / "vectors"
+    return _log_problems(folder / "vectors", m.dim, m.vectors, "exact vectors")
+
+
+def _tuned_problems(folder: Path, m: Manifest) -> list[str]:
+    """The tuned encoder's log of a `tune --full` collection, checked as the exact vectors are.
+
+    Repair does not rebuild it (its rows came from the tuned encoder; re-encoding them there
+    is not built yet), so the advice is the way back that always works.
+    """
+    files = tuned_files(m)
+    if files is None:
+        return []
+    problems = _log_problems(folder / TUNED_DIR, m.dim, files, "tuned vectors")
+    advice = (
+        f"; repair cannot rebuild tuned vectors: untune (`hubsearch tune {folder.name} "
+        f"--reset`) and tune again"
+    )
+    return [p + advice for p in problems]
+
+
+def _log_problems(vec: Path, dim: int, v: VectorFiles, what: str) -> list[str]:
+    """Missing, truncated or damaged files of one vector log (`vectors/` or `tuned/`)."""
     problems = []
     tail = vec / f"tail-{v.epoch}.f32"
     if v.tail_rows:
         if not tail.exists():
-            problems.append(f"exact vectors file {tail.name} is missing")
+            problems.append(f"{what} file {tail.name} is missing")
         else:
-            have = tail.stat().st_size // (m.dim * 4)
+            have = tail.stat().st_size // (dim * 4)
             if have < v.tail_rows:
                 problems.append(
-                    f"exact vectors file {tail.name} is truncated "
+                    f"{what} file {tail.name} is truncated "
                     f"(holds {have} rows, the manifest commits {v.tail_rows})"
                 )
-            for start, end in damaged_tail_rows(vec, m.dim, v):
+            for start, end in damaged_tail_rows(vec, dim, v):
                 if end <= have:
                     problems.append(
-                        f"exact vectors file {tail.name} is damaged "
+                        f"{what} file {tail.name} is damaged "
                         f"(checksum mismatch in rows {start}-{end - 1})"
                     )
     if v.base_rows:
-        base, ids = _base_paths(folder, m)
+        base, ids = _epoch_paths(vec, v.epoch)
         if not base.exists() or not ids.exists():
-            problems.append(f"exact vectors base of epoch {v.epoch} is missing")
+            problems.append(f"{what} base of epoch {v.epoch} is missing")
         elif file_crc32(base) != v.base_crc32:
-            problems.append(f"exact vectors base {base.name} is damaged (checksum mismatch)")
+            problems.append(f"{what} base {base.name} is damaged (checksum mismatch)")
     return problems
 
 
 def _base_paths(folder: Path, m: Manifest) -> tuple[Path, Path]:
-    vec = folder / "vectors"
-    return vec / f"base-{m.vectors.epoch}.f32.npy", vec / f"base-{m.vectors.epoch}.ids.npy"
+    return _epoch_paths(folder / "vectors", m.vectors.epoch)
+
+
+def _epoch_paths(vec: Path, epoch: int) -> tuple[Path, Path]:
+    return vec / f"base-{epoch}.f32.npy", vec / f"base-{epoch}.ids.npy"
 
 
 def _snapshot_problem(folder: Path, m: Manifest, registry: Any) -> str | None:

@@ -179,6 +179,37 @@ def test_full_tune_switches_encoder_space_and_untune_restores_it(tuned):
     assert late.id == "late" and late.similarity > 0.9999
     with pytest.raises(BadInput, match="fine-tuned"):
         col.add(vectors=np.ones((1, 512), np.float32), ids=["v"])
+    # Compaction drops deleted rows from the tuned log too, in the same commit; answers stay.
+    col.delete([f"d{i}" for i in range(20)])
+    before = [(h.id, round(h.similarity, 5)) for h in col.search(query, k=5, mode="vector")]
+    col.compact()
+    tuned_log = col.view.tuned.files
+    assert tuned_log.base_rows == col.count() and tuned_log.tail_rows == 0
+    assert sorted(p.name for p in (col.folder / "tuned").iterdir()) == [
+        f"base-{tuned_log.epoch}.f32.npy", f"base-{tuned_log.epoch}.ids.npy",
+        f"tail-{tuned_log.epoch}.f32",
+    ]  # fmt: skip
+    assert [(h.id, round(h.similarity, 5)) for h in col.search(query, k=5, mode="vector")] == before
+    col.add(texts=["a card sent after the compaction"], ids=["compacted"])
+    found = col.search("a card sent after the compaction", k=1, mode="vector")[0]
+    assert found.id == "compacted" and found.similarity > 0.9999
+    # verify checks the tuned log's checksums as it checks the exact vectors'.
+    from engine import Engine
+
+    engine = Engine(col.folder.parent)
+    assert engine.verify("bank") == []
+    tail = col.folder / "tuned" / f"tail-{col.manifest.tune['vectors']['epoch']}.f32"
+    data = bytearray(tail.read_bytes())
+    data[5] ^= 0xFF
+    tail.write_bytes(bytes(data))
+    try:
+        problems = engine.verify("bank")
+    finally:
+        data[5] ^= 0xFF
+        tail.write_bytes(bytes(data))
+    assert len(problems) == 1 and problems[0].startswith("tuned vectors file"), problems
+    assert "damaged" in problems[0] and "--reset" in problems[0]
+    assert engine.verify("bank") == []
     # Untune: the base space again, no re-encoding (base vectors stayed stored).
     col.untune()
     assert col.manifest.space == base_space
