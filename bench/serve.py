@@ -236,6 +236,7 @@ def summary(latencies: list[float], errors: int, wall: float, cpu: float) -> dic
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {
         "qps": len(latencies) / wall,
+        "answered": len(latencies),
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
         "errors": errors,
@@ -316,54 +317,72 @@ async def open_loop(target: str, bodies: list, rate: float, seconds: float) -> d
 # -- the runs -------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process, its threads and its live child processes
+    (``--workers``), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += cpu_seconds(int(child))
+    return total
+
+
 def vector_bench(args: argparse.Namespace) -> list[dict]:
+    """Every cell (query kind x load) is measured for each system back to back, both servers
+    up throughout: on a shared machine the load of other work drifts within minutes, and
+    interleaving gives the two systems of a ratio the same conditions. The server's own CPU
+    time per answered query is recorded too, a figure that load on the machine moves less."""
     corpus = build(Path(args.cache) / f"corpus-{args.n}", args.n, queries=1000)
     q, qcat = corpus.query_set()
-    plain_truth, filtered_truth = corpus.truth()
+    truths = dict(zip(("unfiltered", "filtered"), corpus.truth(), strict=True))
+    servers: dict[str, tuple[subprocess.Popen, dict]] = {}
     rows = []
-    systems = ["hubsearch"] + (["chroma"] if args.chroma else [])
-    for system in systems:
-        if system == "hubsearch":
-            proc, url = start_hubsearch(cached_hubsearch(Path(args.cache), corpus, args.index))
-            plain = hubsearch_requests(url, q, None)
-            filtered = hubsearch_requests(url, q, qcat)
-        else:
+    try:
+        proc, url = start_hubsearch(
+            cached_hubsearch(Path(args.cache), corpus, args.index), "--workers", str(args.workers)
+        )
+        servers["hubsearch"] = proc, {
+            "unfiltered": hubsearch_requests(url, q, None),
+            "filtered": hubsearch_requests(url, q, qcat),
+        }
+        if args.chroma:
             proc, url, cid = cached_chroma(Path(args.cache), corpus, args.chroma)
-            plain = chroma_requests(url, cid, q, None)
-            filtered = chroma_requests(url, cid, q, qcat)
-        try:
-            for kind, (target, bodies), truth in (
-                ("unfiltered", plain, plain_truth),
-                ("filtered", filtered, filtered_truth),
-            ):
-                r = recall(system, target, bodies, truth)
-                for clients in args.clients:
-                    res = asyncio.run(closed_loop(target, bodies, clients, args.seconds))
+            servers["chroma"] = proc, {
+                "unfiltered": chroma_requests(url, cid, q, None),
+                "filtered": chroma_requests(url, cid, q, qcat),
+            }
+        for kind, truth in truths.items():
+            found = {
+                system: recall(system, *requests[kind], truth)
+                for system, (_, requests) in servers.items()
+            }
+            loads = [(f"{c} clients", closed_loop, c) for c in args.clients] + [
+                (f"{r:g}/s offered", open_loop, r) for r in args.rates
+            ]
+            for load, loop, amount in loads:
+                for system, (proc, requests) in servers.items():
+                    target, bodies = requests[kind]
+                    cpu0 = cpu_seconds(proc.pid)
+                    res = asyncio.run(loop(target, bodies, amount, args.seconds))
                     rows.append(
                         {
                             "system": system,
                             "query": kind,
-                            "load": f"{clients} clients",
-                            "recall@10": r,
+                            "load": load,
+                            **({"workers": args.workers} if system == "hubsearch" else {}),
+                            "recall@10": found[system],
                             **res,
+                            "server_cpu_ms_per_q": 1000
+                            * (cpu_seconds(proc.pid) - cpu0)
+                            / max(res["answered"], 1),
                             "load_avg": os.getloadavg()[0],
                         }
                     )
                     print(json.dumps(rows[-1]), flush=True)
-                for rate in args.rates:
-                    res = asyncio.run(open_loop(target, bodies, rate, args.seconds))
-                    rows.append(
-                        {
-                            "system": system,
-                            "query": kind,
-                            "load": f"{rate:g}/s offered",
-                            "recall@10": r,
-                            **res,
-                            "load_avg": os.getloadavg()[0],
-                        }
-                    )
-                    print(json.dumps(rows[-1]), flush=True)
-        finally:
+    finally:
+        for proc, _ in servers.values():
             stop(proc)
     return rows
 
@@ -630,6 +649,7 @@ def table(rows: list[dict]) -> None:
             "p99_ms",
             "errors",
             "generator_cpu_pct",
+            "server_cpu_ms_per_q",
             "load_avg",
         )
         if any(k in r for r in rows)
@@ -664,6 +684,9 @@ def main() -> None:
         "below its exact_max and hnsw above)",
     )
     p.add_argument("--chroma", help="Chroma's `chroma` command, in its own venv")
+    p.add_argument(
+        "--workers", type=int, default=1, help="hubsearch serve --workers (vector queries)"
+    )
     p.add_argument("--text", action="store_true", help="text queries: micro-batching on/off")
     p.add_argument("--windows", type=float, nargs="+", default=[0.0, 3.0])
     p.add_argument("--mixed", action="store_true", help="adds of --add-batch while searching")
