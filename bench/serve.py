@@ -247,6 +247,7 @@ def summary(latencies: list[float], errors: int, wall: float, cpu: float) -> dic
 async def closed_loop(target: str, bodies: list, clients: int, seconds: float) -> dict:
     latencies: list[float] = []
     errors = 0
+    why: list[str] = []  # the first few errors, to say what they were
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         await asyncio.gather(
@@ -263,8 +264,11 @@ async def closed_loop(target: str, bodies: list, clients: int, seconds: float) -
                 try:
                     r = await client.post(target, content=bodies[i % len(bodies)], headers=JSON)
                     ok = r.status_code == 200
-                except httpx.HTTPError:
+                    if not ok:
+                        why.append(f"{r.status_code} {r.text[:160]}")
+                except httpx.HTTPError as exc:
                     ok = False
+                    why.append(repr(exc)[:160])
                 if ok:
                     latencies.append(time.perf_counter() - start)
                 else:
@@ -272,7 +276,8 @@ async def closed_loop(target: str, bodies: list, clients: int, seconds: float) -
                 i += clients
 
         await asyncio.gather(*(worker(w) for w in range(clients)))
-        return summary(latencies, errors, time.perf_counter() - t0, time.process_time() - cpu0)
+        out = summary(latencies, errors, time.perf_counter() - t0, time.process_time() - cpu0)
+        return {**out, "error_samples": why[:3]} if why else out
 
 
 async def open_loop(target: str, bodies: list, rate: float, seconds: float) -> dict:
