@@ -6,13 +6,18 @@ closed loop at 16 and 64 concurrent clients (each sends its next query when the 
 answered), then open loop at fixed offered rates (latency counted from the scheduled send, so
 a server that falls behind shows it), unfiltered and filtered on one of 20 categories. The
 generator's own CPU use is printed next to each figure (percent of one core), since it shares
-the machine with the server. ``--text`` measures text queries with the bundled multilingual
-encoder at 32 clients, with and without micro-batching.
+the machine with the server, and so is each server's own CPU time per answered query. Both
+servers stay up and each cell is measured for both systems back to back; the loaded
+collections are cached under ``--cache``. ``--text`` measures text queries with the bundled
+multilingual encoder at 32 clients, with and without micro-batching. ``--mixed`` runs one
+client adding batches of 100 while 32 search, then looks up every acknowledged document and
+reports the server's RSS after the warm-up and at the end.
 
 Chroma runs from its own virtual environment (``--chroma`` names its ``chroma`` command; see
 docs/peers.md), never the project's.
 
-    python bench/serve.py --n 20000 --seconds 10 --chroma .venv-chroma/bin/chroma
+    python bench/serve.py --n 100000 --seconds 10 --rates 50 150 --chroma .venv-chroma/bin/chroma
+    python bench/serve.py --mixed --n 100000 --seconds 300
     python bench/serve.py --text --seconds 15
 """
 

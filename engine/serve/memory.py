@@ -6,9 +6,10 @@ pool that runs adds) each allocate request bodies, numpy arrays, SQLite pages an
 buffers, so each arena settles at its own high-water mark: under 5 minutes of 32 searching
 clients and one adding batches of 100 at 100,000 x 512 (bench/serve.py --mixed), the
 server's resident memory grew 80 % after the warm-up (614 to 1,102 MB) while the documents
-added needed 84 MB; 32 arena-sized regions held 550 MB. With two arenas (MALLOC_ARENA_MAX=2,
-2 minutes of the same load) it grew 7.3 % (492 to 527 MB) for 29 MB of documents, at the
-same queries/s and adds/s within the machine's noise. Worker processes get the setting
+added needed 84 MB (in a 2-minute run, 32 arena-sized regions held 550 MB). With two arenas
+it grew 7.3 % in 2 minutes (492 to 527 MB, 29 MB of it documents; 29.9 % without), and over
+5 minutes 37 MB beyond the 177 MB of documents added, at the same queries/s and adds/s
+within the machine's noise (docs/benchmarks.md, "Mixed load"). Worker processes get the setting
 through the environment they inherit (glibc reads MALLOC_ARENA_MAX when a process starts).
 """
 
