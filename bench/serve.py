@@ -6,14 +6,19 @@ closed loop at 16 and 64 concurrent clients (each sends its next query when the 
 answered), then open loop at fixed offered rates (latency counted from the scheduled send, so
 a server that falls behind shows it), unfiltered and filtered on one of 20 categories. The
 generator's own CPU use is printed next to each figure (percent of one core), since it shares
-the machine with the server. ``--text`` measures text queries with the bundled multilingual
-encoder at 32 clients, with and without micro-batching (by default with bench/rawload.py, a
-generator that leaves the cores to the server).
+the machine with the server, and so is each server's own CPU time per answered query. Both
+servers stay up and each cell is measured for both systems back to back; the loaded
+collections are cached under ``--cache``. ``--text`` measures text queries with the bundled
+multilingual encoder at 32 clients, with and without micro-batching (by default with
+bench/rawload.py, a generator that leaves the cores to the server). ``--mixed`` runs one
+client adding batches of 100 while 32 search, then looks up every acknowledged document and
+reports the server's RSS after the warm-up and at the end.
 
 Chroma runs from its own virtual environment (``--chroma`` names its ``chroma`` command; see
 docs/peers.md), never the project's.
 
-    python bench/serve.py --n 20000 --seconds 10 --chroma .venv-chroma/bin/chroma
+    python bench/serve.py --n 100000 --seconds 10 --rates 50 150 --chroma .venv-chroma/bin/chroma
+    python bench/serve.py --mixed --n 100000 --seconds 300
     python bench/serve.py --text --seconds 15
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import csv
 import json
 import os
@@ -162,6 +168,31 @@ def load_chroma(url: str, corpus, chroma: str) -> str:
     return httpx.get(f"{url}{CHROMA_API}/bench").json()["id"]
 
 
+def cached_hubsearch(cache: Path, corpus, index: str) -> Path:
+    """The loaded hubsearch home for this corpus and index kind, loaded once under ``cache``
+    (loading 100,000 vectors into a graph takes minutes on this machine; reruns reuse it)."""
+    home = cache / f"serve-hub-{corpus.n}-{index}"
+    stamp = home / "loaded.json"
+    if not stamp.exists():
+        shutil.rmtree(home, ignore_errors=True)
+        load_hubsearch(home, corpus, index)
+        stamp.write_text(json.dumps({"n": corpus.n, "index": index}))
+    return home
+
+
+def cached_chroma(cache: Path, corpus, chroma: str) -> tuple[subprocess.Popen, str, str]:
+    """Chroma's server over its persisted folder for this corpus, loaded on the first run."""
+    path = cache / f"serve-chroma-{corpus.n}"
+    proc, url = start_chroma(path, chroma)
+    r = httpx.get(f"{url}{CHROMA_API}/bench")
+    if r.status_code == 200:
+        cid = r.json()["id"]
+        if httpx.get(f"{url}{CHROMA_API}/{cid}/count").json() == corpus.n:
+            return proc, url, cid
+        httpx.delete(f"{url}{CHROMA_API}/bench").raise_for_status()
+    return proc, url, load_chroma(url, corpus, chroma)
+
+
 # -- requests -------------------------------------------------------------------------------
 
 
@@ -212,6 +243,7 @@ def summary(latencies: list[float], errors: int, wall: float, cpu: float) -> dic
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {
         "qps": len(latencies) / wall,
+        "answered": len(latencies),
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
         "errors": errors,
@@ -222,6 +254,7 @@ def summary(latencies: list[float], errors: int, wall: float, cpu: float) -> dic
 async def closed_loop(target: str, bodies: list, clients: int, seconds: float) -> dict:
     latencies: list[float] = []
     errors = 0
+    why: list[str] = []  # the first few errors, to say what they were
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         await asyncio.gather(
@@ -238,8 +271,11 @@ async def closed_loop(target: str, bodies: list, clients: int, seconds: float) -
                 try:
                     r = await client.post(target, content=bodies[i % len(bodies)], headers=JSON)
                     ok = r.status_code == 200
-                except httpx.HTTPError:
+                    if not ok:
+                        why.append(f"{r.status_code} {r.text[:160]}")
+                except httpx.HTTPError as exc:
                     ok = False
+                    why.append(repr(exc)[:160])
                 if ok:
                     latencies.append(time.perf_counter() - start)
                 else:
@@ -247,7 +283,8 @@ async def closed_loop(target: str, bodies: list, clients: int, seconds: float) -
                 i += clients
 
         await asyncio.gather(*(worker(w) for w in range(clients)))
-        return summary(latencies, errors, time.perf_counter() - t0, time.process_time() - cpu0)
+        out = summary(latencies, errors, time.perf_counter() - t0, time.process_time() - cpu0)
+        return {**out, "error_samples": why[:3]} if why else out
 
 
 async def open_loop(target: str, bodies: list, rate: float, seconds: float) -> dict:
@@ -292,59 +329,73 @@ async def open_loop(target: str, bodies: list, rate: float, seconds: float) -> d
 # -- the runs -------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process, its threads and its live child processes
+    (``--workers``), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += cpu_seconds(int(child))
+    return total
+
+
 def vector_bench(args: argparse.Namespace) -> list[dict]:
+    """Every cell (query kind x load) is measured for each system back to back, both servers
+    up throughout: on a shared machine the load of other work drifts within minutes, and
+    interleaving gives the two systems of a ratio the same conditions. The server's own CPU
+    time per answered query is recorded too, a figure that load on the machine moves less."""
     corpus = build(Path(args.cache) / f"corpus-{args.n}", args.n, queries=1000)
     q, qcat = corpus.query_set()
-    plain_truth, filtered_truth = corpus.truth()
+    truths = dict(zip(("unfiltered", "filtered"), corpus.truth(), strict=True))
+    servers: dict[str, tuple[subprocess.Popen, dict]] = {}
     rows = []
-    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    systems = ["hubsearch"] + (["chroma"] if args.chroma else [])
-    for system in systems:
-        if system == "hubsearch":
-            load_hubsearch(work / "hub", corpus, args.index)
-            proc, url = start_hubsearch(work / "hub")
-            plain = hubsearch_requests(url, q, None)
-            filtered = hubsearch_requests(url, q, qcat)
-        else:
-            proc, url = start_chroma(work / "chroma", args.chroma)
-            cid = load_chroma(url, corpus, args.chroma)
-            plain = chroma_requests(url, cid, q, None)
-            filtered = chroma_requests(url, cid, q, qcat)
-        try:
-            for kind, (target, bodies), truth in (
-                ("unfiltered", plain, plain_truth),
-                ("filtered", filtered, filtered_truth),
-            ):
-                r = recall(system, target, bodies, truth)
-                for clients in args.clients:
-                    res = asyncio.run(closed_loop(target, bodies, clients, args.seconds))
+    try:
+        proc, url = start_hubsearch(
+            cached_hubsearch(Path(args.cache), corpus, args.index), "--workers", str(args.workers)
+        )
+        servers["hubsearch"] = proc, {
+            "unfiltered": hubsearch_requests(url, q, None),
+            "filtered": hubsearch_requests(url, q, qcat),
+        }
+        if args.chroma:
+            proc, url, cid = cached_chroma(Path(args.cache), corpus, args.chroma)
+            servers["chroma"] = proc, {
+                "unfiltered": chroma_requests(url, cid, q, None),
+                "filtered": chroma_requests(url, cid, q, qcat),
+            }
+        for kind, truth in truths.items():
+            found = {
+                system: recall(system, *requests[kind], truth)
+                for system, (_, requests) in servers.items()
+            }
+            loads = [(f"{c} clients", closed_loop, c) for c in args.clients] + [
+                (f"{r:g}/s offered", open_loop, r) for r in args.rates
+            ]
+            for load, loop, amount in loads:
+                for system, (proc, requests) in servers.items():
+                    target, bodies = requests[kind]
+                    cpu0 = cpu_seconds(proc.pid)
+                    res = asyncio.run(loop(target, bodies, amount, args.seconds))
                     rows.append(
                         {
                             "system": system,
                             "query": kind,
-                            "load": f"{clients} clients",
-                            "recall@10": r,
+                            "load": load,
+                            **({"workers": args.workers} if system == "hubsearch" else {}),
+                            "recall@10": found[system],
                             **res,
+                            "server_cpu_ms_per_q": 1000
+                            * (cpu_seconds(proc.pid) - cpu0)
+                            / max(res["answered"], 1),
                             "load_avg": os.getloadavg()[0],
                         }
                     )
                     print(json.dumps(rows[-1]), flush=True)
-                for rate in args.rates:
-                    res = asyncio.run(open_loop(target, bodies, rate, args.seconds))
-                    rows.append(
-                        {
-                            "system": system,
-                            "query": kind,
-                            "load": f"{rate:g}/s offered",
-                            "recall@10": r,
-                            **res,
-                            "load_avg": os.getloadavg()[0],
-                        }
-                    )
-                    print(json.dumps(rows[-1]), flush=True)
-        finally:
+    finally:
+        for proc, _ in servers.values():
             stop(proc)
-    shutil.rmtree(work, ignore_errors=True)
     return rows
 
 
@@ -426,6 +477,205 @@ def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) a process has used, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def rss_mb(pid: int) -> dict[str, float]:
+    """Resident set size of a process from /proc (MB): in all, anonymous (the heap, the
+    graph) and file-backed (mapped files, whose pages the kernel may drop)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key = line.split(":")[0]
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                out[key] = round(int(line.split()[1]) / 1024, 1)
+    return out
+
+
+def new_documents(corpus, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """``batch`` new unit vectors near the corpus's documents (so they land inside its
+    clusters, where the graph is dense), and their categories."""
+    x = corpus.vectors(mmap=True)
+    near = np.asarray(x[np.sort(rng.integers(0, corpus.n, batch))], dtype=np.float32)
+    v = near + rng.standard_normal(near.shape, dtype=np.float32) * np.float32(0.1 / np.sqrt(512))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v, rng.integers(0, 20, batch)
+
+
+async def add_loop(
+    url: str, corpus, seconds: float, batch: int, acked: dict, ack_times: list
+) -> dict:
+    """One client adding ``batch`` documents a request, back to back, for ``seconds``; every
+    add answered 200 goes into ``acked`` (id -> (vector, category)), its time into
+    ``ack_times`` (seconds from the start)."""
+    rng = np.random.default_rng(11)
+    latencies: list[float] = []
+    errors: list[str] = []
+    target = f"{url}/collections/bench/add"
+    async with httpx.AsyncClient(timeout=60) as client:
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        b = 0
+        while time.perf_counter() < end:
+            v, cat = new_documents(corpus, rng, batch)
+            ids = [f"m{b * batch + j}" for j in range(batch)]
+            body = json.dumps(
+                {
+                    "vectors_b64": base64.b64encode(v.astype("<f4").tobytes()).decode(),
+                    "ids": ids,
+                    "metadata": [{"category": int(c), "lang": 0} for c in cat],
+                }
+            ).encode()
+            start = time.perf_counter()
+            try:
+                r = await client.post(target, content=body, headers=JSON)
+                ok, why = r.status_code == 200, f"{r.status_code} {r.text[:200]}"
+            except httpx.HTTPError as exc:
+                ok, why = False, repr(exc)
+            if ok:
+                latencies.append(time.perf_counter() - start)
+                ack_times.append(time.perf_counter() - t0)
+                for j, i in enumerate(ids):
+                    acked[i] = (v[j], int(cat[j]))
+            else:
+                errors.append(why)
+            b += 1
+    lat = np.array(latencies or [np.nan]) * 1000
+    return {
+        "batches": len(latencies),
+        "adds_per_s": len(latencies) * batch / seconds,
+        "add_p50_ms": float(np.percentile(lat, 50)),
+        "add_p99_ms": float(np.percentile(lat, 99)),
+        "add_errors": len(errors),
+        "add_error_samples": errors[:3],
+    }
+
+
+async def sample_rss(pid: int, seconds: float, every: float, samples: list) -> None:
+    t0 = time.perf_counter()
+    while (t := time.perf_counter() - t0) < seconds:
+        samples.append({"t": round(t, 1), **rss_mb(pid)})
+        await asyncio.sleep(every)
+    samples.append({"t": round(time.perf_counter() - t0, 1), **rss_mb(pid)})
+
+
+def verify_acked(url: str, acked: dict, step: int = 500) -> dict:
+    """Every acknowledged document, looked up afterwards: by id (``get``), by its own vector
+    unfiltered (the graph's walk, k=10: found first / among the 10) and by its own vector
+    filtered on its own category (scored exactly by the planner: must come first)."""
+    ids = list(acked)
+    missing_get = walk_first = walk_top = exact_first = 0
+    with httpx.Client(timeout=300) as client:
+        for s in range(0, len(ids), step):
+            part = ids[s : s + step]
+            r = client.post(f"{url}/collections/bench/get", json={"ids": part})
+            r.raise_for_status()
+            docs = r.json()["documents"]
+            missing_get += sum(d is None or d["id"] != i for d, i in zip(docs, part, strict=True))
+            v = np.stack([acked[i][0] for i in part]).astype("<f4")
+            r = client.post(
+                f"{url}/collections/bench/search_many",
+                json={"vectors_b64": base64.b64encode(v.tobytes()).decode(), "k": K},
+            )
+            r.raise_for_status()
+            for hits, i in zip(r.json()["results"], part, strict=True):
+                walk_first += bool(hits) and hits[0]["id"] == i
+                walk_top += any(h["id"] == i for h in hits)
+        by_cat: dict[int, list[str]] = {}
+        for i in ids:
+            by_cat.setdefault(acked[i][1], []).append(i)
+        for cat, members in by_cat.items():
+            for s in range(0, len(members), step):
+                part = members[s : s + step]
+                v = np.stack([acked[i][0] for i in part]).astype("<f4")
+                r = client.post(
+                    f"{url}/collections/bench/search_many",
+                    json={
+                        "vectors_b64": base64.b64encode(v.tobytes()).decode(),
+                        "k": 1,
+                        "where": {"category": cat},
+                    },
+                )
+                r.raise_for_status()
+                exact_first += sum(
+                    bool(h) and h[0]["id"] == i
+                    for h, i in zip(r.json()["results"], part, strict=True)
+                )
+        count = client.get(f"{url}/collections/bench/count").json()["count"]
+    return {
+        "acknowledged": len(ids),
+        "missing_by_id": missing_get,
+        "first_by_own_vector_exact": exact_first,
+        "first_by_own_vector_hnsw": walk_first,
+        "in_top10_hnsw": walk_top,
+        "count_after": count,
+    }
+
+
+def mixed_bench(args: argparse.Namespace) -> list[dict]:
+    """Issue 15's mixed load: 1 client adding batches of 100 while 32 search, for
+    ``--seconds``; then every acknowledged add is looked up, and the server's RSS after the
+    warm-up (``--warmup`` seconds) is compared with its RSS at the end."""
+    corpus = build(Path(args.cache) / f"corpus-{args.n}", args.n, queries=1000)
+    q, qcat = corpus.query_set()
+    home = Path(tempfile.mkdtemp(prefix="servebench-mixed-", dir=args.cache))
+    shutil.copytree(cached_hubsearch(Path(args.cache), corpus, args.index), home / "h")
+    proc, url = start_hubsearch(home / "h")
+    try:
+        target, plain = hubsearch_requests(url, q, None)
+        _, filtered = hubsearch_requests(url, q, qcat)
+        bodies = [b for pair in zip(plain, filtered, strict=True) for b in pair]  # half filtered
+        acked: dict = {}
+        ack_times: list = []
+        samples: list = []
+        rss_start = rss_mb(proc.pid)
+
+        async def run() -> tuple[dict, dict]:
+            searches, adds, _ = await asyncio.gather(
+                closed_loop(target, bodies, args.search_clients, args.seconds),
+                add_loop(url, corpus, args.seconds, args.add_batch, acked, ack_times),
+                sample_rss(proc.pid, args.seconds, args.rss_every, samples),
+            )
+            return searches, adds
+
+        load0 = os.getloadavg()
+        searches, adds = asyncio.run(run())
+        load1 = os.getloadavg()
+        check = verify_acked(url, acked)
+        check["count_expected"] = corpus.n + len(acked)
+        warm = next((x for x in samples if x["t"] >= args.warmup), samples[-1])
+        end = samples[-1]
+        row = {
+            "system": "hubsearch",
+            "query": f"mixed: {args.search_clients} searching (half filtered), 1 adding "
+            f"{args.add_batch} a batch",
+            "load": f"{args.seconds:g} s",
+            **searches,
+            **adds,
+            **check,
+            "rss_start_mb": rss_start["VmRSS"],
+            "rss_after_warmup_mb": warm["VmRSS"],
+            "rss_end_mb": end["VmRSS"],
+            "rss_max_mb": max(x["VmRSS"] for x in samples),
+            "rss_growth_after_warmup_pct": 100 * (end["VmRSS"] / warm["VmRSS"] - 1),
+            "anon_growth_after_warmup_mb": end["RssAnon"] - warm["RssAnon"],
+            "file_growth_after_warmup_mb": end["RssFile"] - warm["RssFile"],
+            "docs_added_after_warmup": sum(
+                args.add_batch for t in ack_times if t >= warm["t"]
+            ),
+            "load_avg_start": load0,
+            "load_avg_end": load1,
+            "rss_samples": samples,
+            "load_avg": load1[0],
+        }
+    finally:
+        stop(proc)
+    from engine import Engine
+
+    index = Engine(home / "h").open("bench").view.load_index()
+    per_doc = index.memory_bytes() / max(len(index), 1)
+    row["index_bytes_per_doc"] = per_doc
+    row["expected_growth_after_warmup_mb"] = row["docs_added_after_warmup"] * per_doc / 2**20
+    print(json.dumps(row), flush=True)
+    shutil.rmtree(home, ignore_errors=True)
+    return [row]
 
 
 def table(rows: list[dict]) -> None:
@@ -479,6 +729,9 @@ def main() -> None:
         "below its exact_max and hnsw above)",
     )
     p.add_argument("--chroma", help="Chroma's `chroma` command, in its own venv")
+    p.add_argument(
+        "--workers", type=int, default=1, help="hubsearch serve --workers (vector queries)"
+    )
     p.add_argument("--text", action="store_true", help="text queries: micro-batching on/off")
     p.add_argument("--windows", type=float, nargs="+", default=[0.0, 3.0])
     p.add_argument("--modes", nargs="+", default=["hybrid", "vector"], help="--text: modes")
@@ -488,10 +741,18 @@ def main() -> None:
         default="raw",
         help="--text: load generator (bench/rawload.py spends ~1/50 of httpx's CPU per request)",
     )
+    p.add_argument("--mixed", action="store_true", help="adds of --add-batch while searching")
+    p.add_argument("--search-clients", type=int, default=32, help="with --mixed")
+    p.add_argument("--add-batch", type=int, default=100, help="with --mixed")
+    p.add_argument("--warmup", type=float, default=30.0, help="with --mixed: RSS growth from here")
+    p.add_argument("--rss-every", type=float, default=3.0, help="with --mixed: seconds")
     p.add_argument("--cache", default=str(HERE / "out"))
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args()
-    rows = text_bench(args) if args.text else vector_bench(args)
+    if args.mixed:
+        rows = mixed_bench(args)
+    else:
+        rows = text_bench(args) if args.text else vector_bench(args)
     table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -68,6 +68,9 @@ def serve(ctx: click.Context, **opts: object) -> None:
         raise click.ClickException(EXTRA) from None
     from engine.api import Engine
     from engine.serve.config import ENV, KeyRing, ServeConfig, is_loopback
+    from engine.serve.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before the server's threads start: see engine/serve/memory.py
 
     config = ServeConfig(
         home=ctx.obj,

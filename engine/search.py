@@ -33,7 +33,9 @@ class Planner:
     """Plans and runs the index side of searches; one per collection handle, shared by threads.
 
     It owns no index: every call gets the :class:`Served` state its search holds still, so
-    concurrent searches never see two generations. The filter cache is its only shared state.
+    concurrent searches never see two generations. The filter cache (and the set of filters
+    being queried, so that threads missing it at once query the store once) is its only
+    shared state.
     """
 
     def __init__(self, store: Store) -> None:
@@ -41,6 +43,7 @@ class Planner:
         self._filter_cache: OrderedDict[tuple[str, int], _Matches] = OrderedDict()
         self._cached_bytes = 0
         self._cache_lock = threading.Lock()
+        self._running: dict[tuple[str, int], threading.Event] = {}  # filters being queried
 
     def candidates_many(
         self, q: np.ndarray, k: int, where: dict[str, Any] | None, served: Served
@@ -84,18 +87,31 @@ class Planner:
         never changes, so the answer can be reused until the next commit.
         """
         key = (json.dumps(where, sort_keys=True), generation)
-        with self._cache_lock:
-            found = self._filter_cache.get(key)
-            if found is not None:
-                self._filter_cache.move_to_end(key)
-                return found
-        # Outside the lock: two threads may both run a new filter's query; both get the answer.
-        ids = self.store.matching_ids(where, generation, limit=SELECTIVE_LIMIT + 1)
-        with self._cache_lock:
-            found = self._filter_cache.setdefault(key, _Matches(ids))
-            while len(self._filter_cache) > FILTER_CACHE_SIZE:
-                self._forget(next(iter(self._filter_cache)))
-        return found
+        while True:
+            with self._cache_lock:
+                found = self._filter_cache.get(key)
+                if found is not None:
+                    self._filter_cache.move_to_end(key)
+                    return found
+                running = self._running.get(key)
+                if running is None:
+                    running = self._running[key] = threading.Event()
+                    break
+            # Another thread runs this filter's query: wait for its answer rather than run
+            # the same query again. Under a stream of adds every commit is a new generation,
+            # and each search thread would otherwise query the store for every filter anew.
+            running.wait()
+        try:  # outside the lock: other filters' searches go on meanwhile
+            ids = self.store.matching_ids(where, generation, limit=SELECTIVE_LIMIT + 1)
+            with self._cache_lock:
+                found = self._filter_cache.setdefault(key, _Matches(ids))
+                while len(self._filter_cache) > FILTER_CACHE_SIZE:
+                    self._forget(next(iter(self._filter_cache)))
+            return found
+        finally:  # on an error too: a waiter then runs the query itself (and meets the error)
+            with self._cache_lock:
+                del self._running[key]
+            running.set()
 
     def _vectors_of(self, found: _Matches, served: Served) -> np.ndarray:
         """The matching documents' exact vectors, kept with the ids while the budget allows."""

@@ -148,3 +148,48 @@ def test_selective_filters_are_exact_and_copy_vectors_only_without_a_full_copy(
         assert [int(h.id) for h in hits] == want.tolist()
     held = col.planner.cached_vector_bytes
     assert held == 0 if index in ("flat", "hnsw") else held == 100 * 16 * 4 - 2 * 16 * 4
+
+
+def test_threads_missing_the_filter_cache_at_once_query_the_store_once(tmp_path, monkeypatch):
+    """A new generation empties the filter cache for every filter; the search threads that
+    miss it together wait for one store query instead of each running it (under a stream of
+    adds in a server, that query ran once per thread per filter per commit)."""
+    import threading
+    import time
+
+    from engine import Engine
+    from engine.registry import Registry
+
+    col = Engine(tmp_path, registry=Registry()).create(
+        "herd", encoder="precomputed", index="flat", options={"dim": 8}
+    )
+    x = np.random.default_rng(5).normal(size=(400, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    meta = [{"b": i % 4} for i in range(400)]
+    col.add(vectors=x, ids=[str(i) for i in range(400)], metadata=meta)
+    query = col.store.matching_ids
+    calls = []
+
+    def slow_query(where, gen, **kw):
+        calls.append(where)
+        time.sleep(0.3)  # long enough for every thread to miss the cache meanwhile
+        return query(where, gen, **kw)
+
+    monkeypatch.setattr(col.store, "matching_ids", slow_query)
+    results: list = [None] * 6
+    start = threading.Barrier(6)
+
+    def search(t: int) -> None:
+        start.wait()
+        results[t] = [h.id for h in col.search(vector=x[t], k=5, where={"b": 1})]
+
+    threads = [threading.Thread(target=search, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [{"b": 1}]
+    for t, got in enumerate(results):
+        members = np.arange(1, 400, 4)
+        want = members[np.argsort(-(x[members] @ x[t]), kind="stable")[:5]]
+        assert got == [str(i) for i in want]
