@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import base64
 import csv
+import functools
 import json
 import os
 import shutil
@@ -287,6 +288,16 @@ async def closed_loop(target: str, bodies: list, clients: int, seconds: float) -
         return {**out, "error_samples": why[:3]} if why else out
 
 
+async def generated(generator: str, target: str, bodies: list, clients: int, seconds: float):
+    """A closed loop from ``generator``: "raw" (bench/rawload.py, ~0.06 ms of CPU a request,
+    so the cores go to the server) or "httpx" (~4-5 ms a request: at a few hundred requests a
+    second the generator, not the server, is the limit)."""
+    if generator == "httpx":
+        return await closed_loop(target, bodies, clients, seconds)
+    got = await rawload.closed_loop(target, rawload.post_requests(target, bodies), clients, seconds)
+    return summary(got["latencies"], got["errors"], got["wall"], got["cpu"])
+
+
 async def open_loop(target: str, bodies: list, rate: float, seconds: float) -> dict:
     """Sends at ``rate`` for ``seconds`` whatever the answers; what is not answered within
     ``seconds`` after the last send counts as an error (the server fell behind)."""
@@ -370,7 +381,8 @@ def vector_bench(args: argparse.Namespace) -> list[dict]:
                 system: recall(system, *requests[kind], truth)
                 for system, (_, requests) in servers.items()
             }
-            loads = [(f"{c} clients", closed_loop, c) for c in args.clients] + [
+            closed = functools.partial(generated, args.generator)
+            loads = [(f"{c} clients", closed, c) for c in args.clients] + [
                 (f"{r:g}/s offered", open_loop, r) for r in args.rates
             ]
             for load, loop, amount in loads:
@@ -384,6 +396,7 @@ def vector_bench(args: argparse.Namespace) -> list[dict]:
                             "query": kind,
                             "load": load,
                             **({"workers": args.workers} if system == "hubsearch" else {}),
+                            **({"generator": args.generator} if loop is closed else {}),
                             "recall@10": found[system],
                             **res,
                             "server_cpu_ms_per_q": 1000
@@ -425,14 +438,9 @@ def text_bench(args: argparse.Namespace) -> list[dict]:
                 for body in bodies[:20]:  # the graph's first calls trace it: not in the figure
                     httpx.post(target, content=body, headers=JSON, timeout=120).raise_for_status()
                 before = encoder_counts(url)
-                cpu0 = process_cpu(proc.pid)
-                if args.generator == "raw":
-                    raws = rawload.post_requests(target, bodies)
-                    got = asyncio.run(rawload.closed_loop(target, raws, 32, args.seconds))
-                    res = summary(got["latencies"], got["errors"], got["wall"], got["cpu"])
-                else:
-                    res = asyncio.run(closed_loop(target, bodies, 32, args.seconds))
-                server_cpu = process_cpu(proc.pid) - cpu0
+                cpu0 = cpu_seconds(proc.pid)
+                res = asyncio.run(generated(args.generator, target, bodies, 32, args.seconds))
+                server_cpu = cpu_seconds(proc.pid) - cpu0
                 calls, encoded = (a - b for a, b in zip(encoder_counts(url), before, strict=True))
                 answered = res["qps"] * args.seconds
                 rows.append(
@@ -473,10 +481,6 @@ def encoder_counts(url: str) -> tuple[int, int]:
     )
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 def rss_mb(pid: int) -> dict[str, float]:
     """Resident set size of a process from /proc (MB): in all, anonymous (the heap, the
     graph) and file-backed (mapped files, whose pages the kernel may drop)."""
@@ -739,7 +743,8 @@ def main() -> None:
         "--generator",
         choices=["raw", "httpx"],
         default="raw",
-        help="--text: load generator (bench/rawload.py spends ~1/50 of httpx's CPU per request)",
+        help="closed-loop load generator (bench/rawload.py spends ~1/50 of httpx's CPU per "
+        "request); open loops use httpx",
     )
     p.add_argument("--mixed", action="store_true", help="adds of --add-batch while searching")
     p.add_argument("--search-clients", type=int, default=32, help="with --mixed")

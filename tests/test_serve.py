@@ -93,7 +93,7 @@ def test_remote_collection_answers_as_the_embedded_one(server, home, vecs, admin
     for where in (None, {"lang": "de"}, {"n": {"$lt": 40}}):
         remote = vecs.search(vector=q[0], k=5, where=where)
         here = local.search(vector=q[0], k=5, where=where)
-        assert [(h.id, h.metadata) for h in remote] == [(h.id, h.metadata) for h in here]
+        assert remote == here  # the same Hits: ids, scores, similarity, content, metadata
         assert np.allclose([h.score for h in remote], [h.score for h in here], atol=1e-6)
     floor = local.search(vector=q[1], k=20)[9].score  # min_score travels: 10 of 20 pass
     remote = vecs.search(vector=q[1], k=20, min_score=floor)

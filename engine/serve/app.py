@@ -31,13 +31,21 @@ from starlette.exceptions import HTTPException
 
 from engine.api import Engine
 from engine.collection import AddReport, Collection, Hit
-from engine.encoders import TEXT, validate_texts
+from engine.encoders import IMAGE, TEXT, validate_texts
 from engine.errors import BadInput, HubsearchError
 from engine.filters import parse_where
 from engine.limits import MAX_K, check_k
 from engine.serve import schemas, wire
 from engine.serve.batcher import SearchBatcher
-from engine.serve.blobs import BLOB_NAME, BLOBS, add_uploads, blob_name, image_ext, public_content
+from engine.serve.blobs import (
+    BLOB_NAME,
+    BLOBS,
+    add_uploads,
+    blob_name,
+    image_ext,
+    public_content,
+    public_contents,
+)
 from engine.serve.config import KeyRing, ServeConfig
 from engine.serve.metrics import Metrics
 from engine.serve.middleware import add_error_handlers, add_middleware, error_response, log
@@ -251,12 +259,17 @@ def _add_routes(app: FastAPI, s: Server) -> None:
         if body.query is not None and all(x is None for x in given):
             col, hits = await s.timed(_search_text(s, name, body.query, body.ranking()))
             return JSONResponse({"hits": _hits_json(col, hits)})
-        col = await s.open(name)
         image = None if body.image is None else _b64(body.image, "image")
-        vector = _vectors(
-            None if body.vector is None else [body.vector], body.vector_b64, col.dim, "vector"
-        )
-        hits = await s.read(col.search, body.query, image=image, vector=vector, **body.ranking())
+
+        def run() -> tuple[Collection, list[Hit]]:
+            # Opened in the search's own thread: one pool hop a request, not two (under load
+            # each hop queued behind the other requests' work).
+            col = s.engine.open(name)
+            rows = None if body.vector is None else [body.vector]
+            vector = _vectors(rows, body.vector_b64, col.dim, "vector")
+            return col, col.search(body.query, image=image, vector=vector, **body.ranking())
+
+        col, hits = await s.read(run)
         return JSONResponse({"hits": _hits_json(col, hits)})
 
     @app.post("/collections/{name}/search/image", tags=["search"], dependencies=[read])
@@ -428,10 +441,12 @@ def _json_form(text: str | None, label: str) -> Any:
 
 
 def _hits_json(col: Collection, hits: list[Hit]) -> list[dict[str, Any]]:
+    public = public_contents(col.name, col.folder)
     out = []
     for hit in hits:
         data = wire.hit_json(hit)
-        data["content"] = public_content(col.name, col.folder, hit.content)
+        if hit.modality == IMAGE:  # only images can be stored uploads
+            data["content"] = public(hit.content)
         out.append(data)
     return out
 

@@ -92,11 +92,18 @@ def hit_json(hit: Hit) -> dict[str, Any]:
         "content": hit.content,
         "metadata": hit.metadata,
         "modality": hit.modality,
+        # Both sides' scores, as the embedded Hit has them: min_score and a hybrid's caller
+        # read the similarity, which a fused score does not show.
+        "similarity": hit.similarity,
+        "keyword_score": hit.keyword_score,
     }
 
 
 def hit_from(data: dict[str, Any]) -> Hit:
-    return Hit(data["id"], data["score"], data["content"], data["metadata"], data["modality"])
+    return Hit(
+        data["id"], data["score"], data["content"], data["metadata"], data["modality"],
+        similarity=data.get("similarity"), keyword_score=data.get("keyword_score"),
+    )  # fmt: skip
 
 
 def document_json(doc: Document | None) -> dict[str, Any] | None:
