@@ -10,13 +10,16 @@ on one of a few lane threads, where the collection is also opened: the event loo
 queues and answers. (Lanes were by encoder before, so two collections of one model shared an
 encoder call; per collection the search, not only the encode, is shared.)
 
-Natural batching (Triton's and TF Serving's dynamic batching): a query that finds its lane
-idle waits at most the window for company; queries arriving while the lane is busy queue and
-go together as the next batch (up to ``max_size``) the moment it is free. Under light load a
-query pays the window; under heavy load batches grow with the queue. Measured at 32 clients
-(docs/benchmarks.md): the former design, encoder calls batched but each search on its own
-pool thread, reached mean batch 1.7 on a quiet machine, since requests spent most of their time
-outside the encoder and 40 pool threads fought over the GIL.
+Natural batching (Triton's and TF Serving's dynamic batching): a query that finds a batch slot
+of its lane free waits at most the window for company; queries arriving while both slots are
+busy (:data:`LANE_BATCHES`) queue and go together as the next batch (up to ``max_size``) the
+moment one is free. Under light load a query pays the window; under heavy load batches grow
+with the queue. One slot left a core idle (server CPU 117 % of 200, hybrid p99 104 ms on a
+quiet machine); two gave 1.2x the queries/s and p99 97 ms (docs/benchmarks.md).
+
+Measured at 32 clients (docs/benchmarks.md): the former design, encoder calls batched but
+each search on its own pool thread, reached mean batch 1.7 on a quiet machine, since requests
+spent most of their time outside the encoder and 40 pool threads fought over the GIL.
 
 The lane thread runs FAISS single-threaded: a batch is small work, the event loop needs the
 other core, and two OpenMP threads waiting on each other on a busy 2-core machine made a batch
@@ -57,16 +60,19 @@ class _Query:
 class _Lane:
     name: str
     waiting: list[_Query] = field(default_factory=list)
-    busy: bool = False
+    running: int = 0  # batches of this lane being searched now
     timer: asyncio.TimerHandle | None = None
 
 
+#: Batches of one lane searched at once. Two: one batch's store and keyword work (SQLite) and
+#: another's encode (TensorFlow) release the GIL, so a second batch uses the second core.
+LANE_BATCHES = 2
 #: One query's answer from a lane: (the collection searched, its hits) or the error.
 Answer = tuple[Collection, list[Hit]]
 
 
 class SearchBatcher:
-    """Lanes by collection name, run on a few threads (at most one batch per lane at once)."""
+    """Lanes by collection name, run on a few threads (at most LANE_BATCHES per lane at once)."""
 
     def __init__(
         self,
@@ -97,7 +103,7 @@ class SearchBatcher:
             lane = self._lanes[name] = _Lane(name)
         query = _Query(text, ranking, loop.create_future())
         lane.waiting.append(query)
-        if not lane.busy:
+        if lane.running < LANE_BATCHES:
             if len(lane.waiting) >= self.max_size:
                 self._start(lane)
             elif lane.timer is None:
@@ -114,12 +120,12 @@ class SearchBatcher:
             lane.timer = None
         # Requests that gave up (timeout, client gone) while queued are not run.
         lane.waiting = [q for q in lane.waiting if not q.waiter.done()]
-        if lane.busy or not lane.waiting:
-            if not lane.busy and self._lanes.get(lane.name) is lane:
+        if lane.running >= LANE_BATCHES or not lane.waiting:
+            if not lane.running and self._lanes.get(lane.name) is lane:
                 del self._lanes[lane.name]  # idle and empty: names do not pile up
             return
         batch, lane.waiting = lane.waiting[: self.max_size], lane.waiting[self.max_size :]
-        lane.busy = True
+        lane.running += 1
         task = asyncio.get_running_loop().create_task(self._run(lane, batch))
         self._tasks.add(task)  # keep a reference until done (the loop holds only weak ones)
         task.add_done_callback(self._tasks.discard)
@@ -144,7 +150,7 @@ class SearchBatcher:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            lane.busy = False
+            lane.running -= 1
             self._start(lane)  # those that queued behind this batch go now: no further window
 
     def _search_batch(
