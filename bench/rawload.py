@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 
@@ -69,6 +70,33 @@ def post_requests(url: str, bodies: list[bytes]) -> list[bytes]:
     return [head + b"Content-Length: %d\r\n\r\n" % len(b) + b for b in bodies]
 
 
+async def workers(
+    clients: int, seconds: float, send: Callable[[int, int], Awaitable[bool]]
+) -> tuple[list[float], int, float, float]:
+    """The closed loop itself, whatever sends: worker ``w`` awaits ``send(w, i)`` for requests
+    ``i = w, w + clients, ...`` until ``seconds`` have passed, each as soon as its last one is
+    answered. Returns the latencies (s) of the requests ``send`` called answered, the count of
+    the others, the wall and the generator's CPU seconds."""
+    latencies: list[float] = []
+    errors = 0
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    end = t0 + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal errors
+        i = w
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            if await send(w, i):
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors += 1
+            i += clients
+
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    return latencies, errors, time.perf_counter() - t0, time.process_time() - cpu0
+
+
 async def closed_loop(url: str, raws: list[bytes], clients: int, seconds: float) -> dict:
     """``clients`` connections to ``url``'s host, each sending its next request (``raws``,
     e.g. from :func:`post_requests`) when the last is answered; latencies (s) of the 200s,
@@ -80,30 +108,15 @@ async def closed_loop(url: str, raws: list[bytes], clients: int, seconds: float)
         _, conn = await loop.create_connection(_Conn, parts.hostname, parts.port)
         conns.append(conn)
     await asyncio.gather(*(c.request(raws[i % len(raws)]) for i, c in enumerate(conns)))
-    latencies: list[float] = []
-    errors = 0
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    end = t0 + seconds
 
-    async def worker(w: int) -> None:
-        nonlocal errors
-        i = w
-        conn = conns[w]
-        while time.perf_counter() < end:
-            start = time.perf_counter()
-            try:
-                ok = await conn.request(raws[i % len(raws)]) == 200
-            except ConnectionError:
-                ok = False
-                _, conn = await loop.create_connection(_Conn, parts.hostname, parts.port)
-            if ok:
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors += 1
-            i += clients
+    async def send(w: int, i: int) -> bool:
+        try:
+            return await conns[w].request(raws[i % len(raws)]) == 200
+        except ConnectionError:
+            _, conns[w] = await loop.create_connection(_Conn, parts.hostname, parts.port)
+            return False
 
-    await asyncio.gather(*(worker(w) for w in range(clients)))
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    latencies, errors, wall, cpu = await workers(clients, seconds, send)
     for c in conns:
         if c.transport is not None:
             c.transport.close()

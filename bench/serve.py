@@ -253,38 +253,24 @@ def summary(latencies: list[float], errors: int, wall: float, cpu: float) -> dic
 
 
 async def closed_loop(target: str, bodies: list, clients: int, seconds: float) -> dict:
-    latencies: list[float] = []
-    errors = 0
     why: list[str] = []  # the first few errors, to say what they were
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         await asyncio.gather(
             *(client.post(target, content=bodies[i], headers=JSON) for i in range(clients))
         )  # connections open before the clock
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        end = t0 + seconds
 
-        async def worker(w: int) -> None:
-            nonlocal errors
-            i = w
-            while time.perf_counter() < end:
-                start = time.perf_counter()
-                try:
-                    r = await client.post(target, content=bodies[i % len(bodies)], headers=JSON)
-                    ok = r.status_code == 200
-                    if not ok:
-                        why.append(f"{r.status_code} {r.text[:160]}")
-                except httpx.HTTPError as exc:
-                    ok = False
-                    why.append(repr(exc)[:160])
-                if ok:
-                    latencies.append(time.perf_counter() - start)
-                else:
-                    errors += 1
-                i += clients
+        async def send(w: int, i: int) -> bool:
+            try:
+                r = await client.post(target, content=bodies[i % len(bodies)], headers=JSON)
+            except httpx.HTTPError as exc:
+                why.append(repr(exc)[:160])
+                return False
+            if r.status_code != 200:
+                why.append(f"{r.status_code} {r.text[:160]}")
+            return r.status_code == 200
 
-        await asyncio.gather(*(worker(w) for w in range(clients)))
-        out = summary(latencies, errors, time.perf_counter() - t0, time.process_time() - cpu0)
+        out = summary(*await rawload.workers(clients, seconds, send))
         return {**out, "error_samples": why[:3]} if why else out
 
 

@@ -590,6 +590,35 @@ def test_concurrent_text_queries_share_encoder_calls_and_match_single_ones(tmp_p
         srv.stop()
 
 
+def test_concurrent_vector_queries_are_batched_and_answer_as_alone(tmp_path):
+    """Vector searches join the lanes too (one index call, one store fetch a batch): each gets
+    the embedded answer, filtered or not, and a vector of the wrong size fails alone."""
+    local = Engine(tmp_path).create("v", encoder="precomputed", index="flat", options={"dim": DIM})
+    local.add(
+        vectors=vectors(200), ids=[f"d{i}" for i in range(200)],
+        metadata=[{"half": i % 2} for i in range(200)],
+    )  # fmt: skip
+    srv = ServerProcess(tmp_path, "--batch-window-ms", "50", "--no-access-log")
+    try:
+        col = RemoteEngine(srv.url).open("v")
+        queries = vectors(12, seed=5)
+        wheres = [None, {"half": 1}] * 6
+
+        def search(i):
+            if i is None:
+                with pytest.raises(BadInput, match="expected shape"):
+                    col.search(vector=np.ones(DIM + 1, np.float32), k=3)
+                return None
+            return col.search(vector=queries[i], k=4, where=wheres[i])
+
+        with ThreadPoolExecutor(14) as pool:
+            together = list(pool.map(search, [*range(12), None, None]))
+        for i, hits in enumerate(together[:12]):
+            assert hits == local.search(vector=queries[i], k=4, where=wheres[i])
+    finally:
+        srv.stop()
+
+
 def test_reindex_and_compact_never_stop_searches(server, home):
     rng = np.random.default_rng(3)
     local = Engine(home).create("big", encoder="precomputed", index="flat", options={"dim": 64})

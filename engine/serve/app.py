@@ -260,6 +260,15 @@ def _add_routes(app: FastAPI, s: Server) -> None:
             col, hits = await s.timed(_search_text(s, name, body.query, body.ranking()))
             return JSONResponse({"hits": _hits_json(col, hits)})
         image = None if body.image is None else _b64(body.image, "image")
+        one_vector = body.query is None and image is None and given.count(None) == 2
+        if one_vector and s.batcher.enabled:
+            # One vector: batched with its neighbours (its dimension is checked where the
+            # collection is known; a wrong one fails alone, see batcher.py).
+            check_k(body.ranking()["k"], MAX_K)
+            parse_where(body.ranking()["where"])
+            vector = _one_vector(body.vector, body.vector_b64)
+            col, hits = await s.timed(s.batcher.search(name, vector, body.ranking()))
+            return JSONResponse({"hits": _hits_json(col, hits)})
 
         def run() -> tuple[Collection, list[Hit]]:
             # Opened in the search's own thread: one pool hop a request, not two (under load
@@ -422,6 +431,19 @@ def _vectors(rows: Any, b64: str | None, dim: int, label: str) -> np.ndarray | N
     if len(raw) % (4 * dim):
         raise BadInput(f"{label}_b64: {len(raw)} bytes are not rows of {dim} float32 values")
     return np.frombuffer(raw, dtype="<f4").reshape(-1, dim)
+
+
+def _one_vector(row: list[float] | None, b64: str | None) -> np.ndarray:
+    """The query vector of a search body, before its collection (and so its dimension) is
+    known; Collection.search checks the dimension."""
+    if row is not None and b64 is not None:
+        raise BadInput("vector: give JSON numbers or vector_b64, not both")
+    if b64 is None:
+        return np.asarray(row, dtype=np.float32)
+    raw = _b64(b64, "vector_b64")
+    if len(raw) % 4:
+        raise BadInput(f"vector_b64: {len(raw)} bytes are not float32 values")
+    return np.frombuffer(raw, dtype="<f4")
 
 
 def _b64(text: str, label: str) -> bytes:

@@ -40,6 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from engine.collection import Collection, Hit
 from engine.encoders import TEXT
 from engine.serve.middleware import log
@@ -47,13 +49,17 @@ from engine.serve.middleware import log
 
 @dataclass
 class _Query:
-    text: str
+    item: str | np.ndarray  # a text, or a query vector
     ranking: dict[str, Any]  # k, where, mode, ...: Collection.search's keyword arguments
     waiter: asyncio.Future[Any]
 
+    @property
+    def is_text(self) -> bool:
+        return isinstance(self.item, str)
+
     def group(self) -> str:
         """Queries that can share one ``search_many`` call have the same group."""
-        return json.dumps(self.ranking, sort_keys=True)
+        return json.dumps([self.is_text, self.ranking], sort_keys=True)
 
 
 @dataclass
@@ -94,14 +100,16 @@ class SearchBatcher:
     def enabled(self) -> bool:
         return self.window_s > 0 and self.max_size > 1
 
-    async def search(self, name: str, text: str, ranking: dict[str, Any]) -> Answer:
-        """``search(text, ...)`` on collection ``name``, in a batch with the queries that wait
-        with it. The collection is opened in the lane's thread, not on the event loop."""
+    async def search(self, name: str, item: str | np.ndarray, ranking: dict[str, Any]) -> Answer:
+        """``search(text, ...)`` or ``search(vector=..., ...)`` on collection ``name``, in a
+        batch with the queries that wait with it (vector queries too: one index call and one
+        store fetch for the batch, and no pool hop of their own). The collection is opened in
+        the lane's thread, not on the event loop."""
         loop = asyncio.get_running_loop()
         lane = self._lanes.get(name)
         if lane is None:
             lane = self._lanes[name] = _Lane(name)
-        query = _Query(text, ranking, loop.create_future())
+        query = _Query(item, ranking, loop.create_future())
         lane.waiting.append(query)
         if lane.running < LANE_BATCHES:
             if len(lane.waiting) >= self.max_size:
@@ -141,7 +149,7 @@ class SearchBatcher:
             work = self._search_batch
             answers, calls = await loop.run_in_executor(self._threads, work, lane.name, batch)
             self.counts[0] += calls
-            self.counts[1] += len(batch)
+            self.counts[1] += sum(q.is_text for q in batch)
             for query, (answer, exc) in zip(batch, answers, strict=True):
                 _settle(query.waiter, answer, exc)
         except BaseException as exc:  # the lane itself failed (shut down): fail its queries
@@ -162,21 +170,31 @@ class SearchBatcher:
             col = self.open(name)
         except Exception as exc:
             return [(None, exc)] * len(batch), 0
-        if TEXT not in col.encoder.modalities:  # keyword-only: no encoder call to share
-            return [_search_one(col, q) for q in batch], 0
         groups: dict[str, list[int]] = {}
         for i, query in enumerate(batch):
             groups.setdefault(query.group(), []).append(i)
         answers: list[tuple[Answer | None, BaseException | None]] = [(None, None)] * len(batch)
+        encodes = TEXT in col.encoder.modalities  # else keyword-only: no encoder call to share
         calls = 0
         for rows in groups.values():
+            texts = batch[rows[0]].is_text
+            if texts and not encodes:
+                answers_alone = [_search_one(col, batch[i]) for i in rows]
+                for i, answer in zip(rows, answers_alone, strict=True):
+                    answers[i] = answer
+                continue
+            ranking = batch[rows[0]].ranking
             try:
-                calls += 1
-                results = col.search_many([batch[i].text for i in rows], **batch[rows[0]].ranking)
+                if texts:
+                    calls += 1
+                    results = col.search_many([batch[i].item for i in rows], **ranking)
+                else:
+                    vectors = np.stack([batch[i].item for i in rows])
+                    results = col.search_many(vectors=vectors, **ranking)
             except Exception as exc:
                 if len(rows) > 1:
                     log({"event": "batch failed", "collection": name, "error": repr(exc)})
-                calls += len(rows)
+                calls += len(rows) if texts else 0
                 for i in rows:  # each query alone: its own answer or its own error
                     answers[i] = _search_one(col, batch[i])
                 continue
@@ -187,7 +205,9 @@ class SearchBatcher:
 
 def _search_one(col: Collection, q: _Query) -> tuple[Answer | None, BaseException | None]:
     try:
-        return (col, col.search(q.text, **q.ranking)), None
+        if q.is_text:
+            return (col, col.search(q.item, **q.ranking)), None
+        return (col, col.search(vector=q.item, **q.ranking)), None
     except Exception as exc:
         return None, exc
 
