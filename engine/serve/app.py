@@ -264,9 +264,9 @@ def _add_routes(app: FastAPI, s: Server) -> None:
         if one_vector and s.batcher.enabled:
             # One vector: batched with its neighbours (its dimension is checked where the
             # collection is known; a wrong one fails alone, see batcher.py).
-            check_k(body.ranking()["k"], MAX_K)
-            parse_where(body.ranking()["where"])
-            vector = _one_vector(body.vector, body.vector_b64)
+            _check_ranking(body.ranking())
+            rows = None if body.vector is None else [body.vector]
+            vector = _vectors(rows, body.vector_b64, None, "vector")[0]  # type: ignore[index]
             col, hits = await s.timed(s.batcher.search(name, vector, body.ranking()))
             return JSONResponse({"hits": _hits_json(col, hits)})
 
@@ -355,6 +355,14 @@ def _add_routes(app: FastAPI, s: Server) -> None:
         return FileResponse(path)
 
 
+def _check_ranking(ranking: dict[str, Any]) -> None:
+    """What a query can be refused for before it joins a batch (k, the filter's syntax):
+    one bad query must not fail its neighbours. The collection's own limit is checked where
+    it is opened."""
+    check_k(ranking["k"], MAX_K)
+    parse_where(ranking["where"])
+
+
 async def _search_text(
     s: Server, name: str, query: str, ranking: dict[str, Any]
 ) -> tuple[Collection, list[Hit]]:
@@ -364,8 +372,7 @@ async def _search_text(
     validate_texts([query])
     if not query.strip():
         raise BadInput("query: text is empty")
-    check_k(ranking["k"], MAX_K)  # the collection's own limit is checked where it is opened
-    parse_where(ranking["where"])
+    _check_ranking(ranking)
     if s.batcher.enabled:
         return await s.batcher.search(name, query, ranking)
     col = await s.open(name)
@@ -422,28 +429,20 @@ async def _add_uploads(
     return report
 
 
-def _vectors(rows: Any, b64: str | None, dim: int, label: str) -> np.ndarray | None:
+def _vectors(rows: Any, b64: str | None, dim: int | None, label: str) -> np.ndarray | None:
+    """Rows of float32 from JSON numbers or base64. ``dim`` None: one vector whose
+    collection is not open yet (Collection.search checks its size)."""
     if rows is not None and b64 is not None:
         raise BadInput(f"{label}: give JSON numbers or {label}_b64, not both")
     if b64 is None:
         return None if rows is None else np.asarray(rows, dtype=np.float32)
     raw = _b64(b64, f"{label}_b64")
-    if len(raw) % (4 * dim):
-        raise BadInput(f"{label}_b64: {len(raw)} bytes are not rows of {dim} float32 values")
-    return np.frombuffer(raw, dtype="<f4").reshape(-1, dim)
-
-
-def _one_vector(row: list[float] | None, b64: str | None) -> np.ndarray:
-    """The query vector of a search body, before its collection (and so its dimension) is
-    known; Collection.search checks the dimension."""
-    if row is not None and b64 is not None:
-        raise BadInput("vector: give JSON numbers or vector_b64, not both")
-    if b64 is None:
-        return np.asarray(row, dtype=np.float32)
-    raw = _b64(b64, "vector_b64")
-    if len(raw) % 4:
-        raise BadInput(f"vector_b64: {len(raw)} bytes are not float32 values")
-    return np.frombuffer(raw, dtype="<f4")
+    width = 4 * (dim or 1)
+    if len(raw) % width:
+        what = f"rows of {dim} float32 values" if dim else "float32 values"
+        raise BadInput(f"{label}_b64: {len(raw)} bytes are not {what}")
+    flat = np.frombuffer(raw, dtype="<f4")
+    return flat.reshape(1, -1) if dim is None else flat.reshape(-1, dim)
 
 
 def _b64(text: str, label: str) -> bytes:
